@@ -1,0 +1,34 @@
+"""Tiny Qwen3-architecture models, built from a config (no download)."""
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase, Qwen3Config
+
+
+def tiny_qwen3(
+    tokenizer: PreTrainedTokenizerBase,
+    hidden_size: int = 64,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    intermediate_size: int | None = None,
+    seed: int = 0,
+    **config_kwargs,
+) -> torch.nn.Module:
+    """A randomly initialised `Qwen3ForCausalLM` whose vocabulary matches `tokenizer`."""
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size or 2 * hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        head_dim=hidden_size // num_attention_heads,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        **config_kwargs,
+    )
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config)
