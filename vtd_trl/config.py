@@ -1,0 +1,234 @@
+from dataclasses import dataclass, field
+from typing import Any
+
+from trl import GRPOConfig
+
+DISTILL_BACKENDS = ("auto", "liger", "chunked", "naive")
+CHOSEN_SOURCES = ("reference", "sibling", "reference_then_sibling")
+DISTILL_NORMALIZERS = ("completion_tokens", "distilled_tokens")
+CONTRAST_NORMALIZERS = ("completions", "pairs")
+
+
+@dataclass
+class VtDConfig(GRPOConfig):
+    r"""
+    Configuration class for the [`VtDTrainer`].
+
+    Extends [`~trl.GRPOConfig`] with the parameters of Verification-then-Distillation: the teacher, the weights and
+    normalisers of the two loss terms, and the dataset columns they read. GRPO's fields keep their meaning:
+    `num_generations` is the number K of completions sampled per prompt, `temperature` the sampling temperature, and
+    generation runs with transformers or vLLM exactly as in GRPO.
+
+    Parameters:
+        > Parameters that control the teacher model
+
+        teacher_model_name_or_path (`str`, *optional*):
+            Model id or path of the teacher, used when the trainer's `teacher_model` argument is not given.
+        teacher_model_revision (`str`, *optional*):
+            Revision of the teacher (branch, tag or commit hash).
+        teacher_model_init_kwargs (`str` or `dict[str, Any]`, *optional*):
+            Keyword arguments for `AutoModelForCausalLM.from_pretrained` when the teacher is loaded from an id or
+            path (a JSON string on the command line).
+
+        > Parameters that control the loss
+
+        vtd_distill_alpha (`float`, *optional*, defaults to `5.0`):
+            Weight of the distillation term, computed on the completions routed to the teacher.
+        vtd_contrast_beta (`float`, *optional*, defaults to `0.1`):
+            Weight of the contrast (DPO) term, computed on the completions routed to a DPO pair.
+        vtd_dpo_beta (`float`, *optional*, defaults to `0.1`):
+            The DPO temperature `beta` inside the contrast term's sigmoid.
+        vtd_distill_beta (`float`, *optional*, defaults to `0.0`):
+            Interpolation of the token-level divergence: `0.0` is the forward KL(teacher || student), `1.0` the
+            reverse KL(student || teacher), values in between the generalized Jensen-Shannon divergence.
+        vtd_distill_temperature (`float`, *optional*, defaults to `1.0`):
+            Temperature dividing both the teacher's and the student's logits in the distillation term.
+        vtd_distill_backend (`str`, *optional*, defaults to `"auto"`):
+            How the distillation term is computed: `"liger"` (Liger-Kernel's fused linear JSD), `"chunked"` (chunked
+            over tokens, gradients computed in the forward pass), `"naive"` (full logits; for tests and debugging)
+            or `"auto"` (Liger on CUDA, chunked elsewhere). Only `"naive"` materializes `[tokens, vocab]` logits.
+        vtd_distill_normalizer (`str`, *optional*, defaults to `"completion_tokens"`):
+            What the distillation sum is divided by: `"completion_tokens"` (all completion tokens of the generation
+            batch) or `"distilled_tokens"` (only the tokens of distilled completions).
+        vtd_contrast_normalizer (`str`, *optional*, defaults to `"completions"`):
+            What the contrast sum is divided by: `"completions"` (all completions of the generation batch) or
+            `"pairs"` (only the DPO pairs).
+        vtd_distill_incorrect (`bool`, *optional*, defaults to `False`):
+            Whether incorrect completions are also distilled from the teacher, in addition to their DPO pair.
+
+        > Parameters that control the data
+
+        vtd_answer_column (`str`, *optional*, defaults to `"answer"`):
+            Dataset column holding the gold answer that completions are verified against.
+        vtd_reference_column (`str`, *optional*, defaults to `"reference"`):
+            Dataset column holding the reference chain of thought, the chosen side of the DPO pairs.
+        vtd_chosen_source (`str`, *optional*, defaults to `"reference"`):
+            Where the chosen sequence of a DPO pair comes from: `"reference"` (the reference column), `"sibling"`
+            (a correct completion of the same prompt) or `"reference_then_sibling"` (the reference when the row has
+            one, else a sibling). A pair without a chosen sequence is skipped and counted.
+        vtd_max_reference_length (`int`, *optional*):
+            Maximum number of tokens of a chosen sequence (after the prompt); longer ones are truncated. Defaults to
+            `max_completion_length`.
+
+    > [!NOTE]
+    > These parameters have default values different from [`~trl.GRPOConfig`]:
+    > - `vllm_importance_sampling_correction`: Defaults to `False` instead of `True`. VtD has no policy-gradient
+    >   term for the correction to act on, so the extra forward pass it needs is skipped.
+    """
+
+    _VALID_DICT_FIELDS = GRPOConfig._VALID_DICT_FIELDS + ["teacher_model_init_kwargs"]
+
+    # Parameters whose default values are overridden from GRPOConfig
+    vllm_importance_sampling_correction: bool = field(
+        default=False,
+        metadata={
+            "help": "Whether to correct for the mismatch between vLLM's and the trainer's log-probabilities. VtD has "
+            "no policy-gradient term for the correction to act on, so it is off by default."
+        },
+    )
+
+    # Parameters that control the teacher model
+    teacher_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Model id or path of the teacher, used when the trainer gets no `teacher_model`."},
+    )
+    teacher_model_revision: str | None = field(
+        default=None,
+        metadata={"help": "Revision of the teacher model (branch name, tag or commit hash)."},
+    )
+    teacher_model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Keyword arguments for `AutoModelForCausalLM.from_pretrained` when the teacher is loaded from an "
+            "id or path (a JSON string on the command line)."
+        },
+    )
+
+    # Parameters that control the loss
+    vtd_distill_alpha: float = field(
+        default=5.0,
+        metadata={"help": "Weight of the distillation term (completions routed to the teacher)."},
+    )
+    vtd_contrast_beta: float = field(
+        default=0.1,
+        metadata={"help": "Weight of the contrast (DPO) term (completions routed to a DPO pair)."},
+    )
+    vtd_dpo_beta: float = field(
+        default=0.1,
+        metadata={"help": "DPO temperature `beta` inside the contrast term's sigmoid."},
+    )
+    vtd_distill_beta: float = field(
+        default=0.0,
+        metadata={
+            "help": "Token-level divergence: 0.0 is forward KL(teacher||student), 1.0 reverse KL(student||teacher), "
+            "in between the generalized JSD."
+        },
+    )
+    vtd_distill_temperature: float = field(
+        default=1.0,
+        metadata={"help": "Temperature dividing the teacher's and the student's logits in the distillation term."},
+    )
+    vtd_distill_backend: str = field(
+        default="auto",
+        metadata={
+            "help": "Distillation kernel: 'liger' (Liger fused linear JSD), 'chunked' (chunked over tokens), 'naive' "
+            "(full logits, for tests) or 'auto' (Liger on CUDA, chunked elsewhere).",
+            "choices": list(DISTILL_BACKENDS),
+        },
+    )
+    vtd_distill_normalizer: str = field(
+        default="completion_tokens",
+        metadata={
+            "help": "Divide the distillation sum by all completion tokens of the generation batch "
+            "('completion_tokens') or by the distilled tokens only ('distilled_tokens').",
+            "choices": list(DISTILL_NORMALIZERS),
+        },
+    )
+    vtd_contrast_normalizer: str = field(
+        default="completions",
+        metadata={
+            "help": "Divide the contrast sum by all completions of the generation batch ('completions') or by the "
+            "DPO pairs only ('pairs').",
+            "choices": list(CONTRAST_NORMALIZERS),
+        },
+    )
+    vtd_distill_incorrect: bool = field(
+        default=False,
+        metadata={"help": "Whether incorrect completions are distilled too, in addition to their DPO pair."},
+    )
+
+    # Parameters that control the data
+    vtd_answer_column: str = field(
+        default="answer",
+        metadata={"help": "Dataset column with the gold answer the completions are verified against."},
+    )
+    vtd_reference_column: str = field(
+        default="reference",
+        metadata={"help": "Dataset column with the reference chain of thought (the chosen side of DPO pairs)."},
+    )
+    vtd_chosen_source: str = field(
+        default="reference",
+        metadata={
+            "help": "Chosen sequence of a DPO pair: 'reference' (the reference column), 'sibling' (a correct "
+            "completion of the same prompt) or 'reference_then_sibling'.",
+            "choices": list(CHOSEN_SOURCES),
+        },
+    )
+    vtd_max_reference_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Maximum number of tokens of a chosen sequence after the prompt; longer ones are truncated. "
+            "Defaults to `max_completion_length`."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.teacher_model_init_kwargs, str):
+            raise ValueError(
+                f"`teacher_model_init_kwargs` must be a dict or a JSON object string, got "
+                f'{self.teacher_model_init_kwargs!r}. Example: \'{{"dtype": "bfloat16"}}\'.'
+            )
+        for name in ("vtd_distill_alpha", "vtd_contrast_beta", "vtd_dpo_beta"):
+            value = getattr(self, name)
+            if not value >= 0.0:
+                raise ValueError(f"`{name}` must be >= 0, got {value}. Set it to a non-negative weight.")
+        if not 0.0 <= self.vtd_distill_beta <= 1.0:
+            raise ValueError(
+                f"`vtd_distill_beta` must be in [0, 1], got {self.vtd_distill_beta}. Use 0.0 for forward KL, "
+                "1.0 for reverse KL, or a value in between for the generalized JSD."
+            )
+        if not self.vtd_distill_temperature > 0.0:
+            raise ValueError(
+                f"`vtd_distill_temperature` must be > 0, got {self.vtd_distill_temperature}. Use 1.0 to compare the "
+                "models' own distributions."
+            )
+        if not self.temperature > 0.0:
+            raise ValueError(f"`temperature` must be > 0, got {self.temperature}. VtD samples completions.")
+        for name, allowed in (
+            ("vtd_distill_backend", DISTILL_BACKENDS),
+            ("vtd_chosen_source", CHOSEN_SOURCES),
+            ("vtd_distill_normalizer", DISTILL_NORMALIZERS),
+            ("vtd_contrast_normalizer", CONTRAST_NORMALIZERS),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"`{name}` must be one of {list(allowed)}, got {value!r}.")
+        if self.vtd_max_reference_length is not None and self.vtd_max_reference_length < 1:
+            raise ValueError(
+                f"`vtd_max_reference_length` must be >= 1 or None, got {self.vtd_max_reference_length}. Leave it "
+                "unset to use `max_completion_length`."
+            )
+        # GRPO's own loss terms are replaced by VtD's; refuse the options that would silently do nothing.
+        unused = {
+            "beta": (self.beta != 0.0, "0.0; the contrast term's reference policy is the frozen initial student"),
+            "entropy_coef": (self.entropy_coef != 0.0, "0.0"),
+            "use_adaptive_entropy": (self.use_adaptive_entropy, "False"),
+            "top_entropy_quantile": (self.top_entropy_quantile != 1.0, "1.0"),
+        }
+        for name, (is_set, fix) in unused.items():
+            if is_set:
+                raise ValueError(
+                    f"`{name}={getattr(self, name)}` is a GRPO policy-loss option that VtD does not use. Set it to "
+                    f"{fix}."
+                )

@@ -1,0 +1,233 @@
+"""The two VtD loss terms as pure functions: token-level distillation and the DPO contrast.
+
+`distillation_loss` takes hidden states and LM-head weights rather than logits, so that the fused backends never
+hold the `[tokens, vocab]` logits of either model. All backends compute the same quantity: the sum over masked
+tokens of the generalized JSD between the teacher's and the student's next-token distributions, divided by
+`num_items`.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+BACKENDS = ("auto", "liger", "chunked", "naive")
+
+# Working set of one token chunk of the `chunked` backend: about 8 fp32 [chunk, vocab] tensors live at once.
+_CHUNK_BYTES = 1 << 30
+_LIVE_TILES = 8
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    *,
+    beta: float,
+) -> torch.Tensor:
+    """Per-pair DPO sigmoid loss `-log sigmoid(beta * (chosen log-ratio - rejected log-ratio))`, shape `[P]`.
+
+    The inputs are per-sequence summed log-probabilities of shape `[P]`; the caller normalises the result.
+    """
+    logits = (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
+    return -F.logsigmoid(beta * logits)
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The backend `backend` stands for on `device`: `auto` is Liger's Triton kernel on CUDA, `chunked` elsewhere."""
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown distillation backend {backend!r}; expected one of {list(BACKENDS)}.")
+    if backend != "auto":
+        return backend
+    return "liger" if device.type == "cuda" and _liger_available() else "chunked"
+
+
+def distillation_loss(
+    student_hidden: torch.Tensor,
+    student_weight: torch.Tensor,
+    teacher_hidden: torch.Tensor,
+    teacher_weight: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    beta: float = 0.0,
+    temperature: float = 1.0,
+    backend: str = "auto",
+    num_items: torch.Tensor | int | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Sum over masked tokens of `JSD_beta(p_teacher, p_student)`, divided by `num_items`.
+
+    Args:
+        student_hidden: `[..., H_s]` student hidden states (before the LM head), aligned with the predicted tokens.
+        student_weight: `[V_s, H_s]` student LM-head weight.
+        teacher_hidden: `[..., H_t]` teacher hidden states at the same positions.
+        teacher_weight: `[V_t, H_t]` teacher LM-head weight. When the two heads differ in size (one padded), both
+            are cut to the smaller one.
+        mask: boolean `[...]`, the tokens that count.
+        beta: `0.0` forward KL(teacher || student), `1.0` reverse KL(student || teacher), else the generalized JSD
+            with mixture `beta * p_teacher + (1 - beta) * p_student` (TRL's `generalized_jsd_loss` convention).
+        temperature: divides both models' logits.
+        backend: `"liger"`, `"chunked"`, `"naive"` or `"auto"` (see `resolve_backend`).
+        num_items: the normaliser; `None` means `mask.sum()`.
+        chunk_size: tokens per chunk for `chunked` (default: sized so a chunk's working set is about 1 GiB).
+
+    Returns:
+        A scalar. With an empty mask it is an exact zero that still depends on `student_hidden` (zero gradient).
+    """
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"`beta` must be in [0, 1], got {beta}.")
+    if not temperature > 0.0:
+        raise ValueError(f"`temperature` must be > 0, got {temperature}.")
+    mask = mask.bool()
+    if mask.shape != student_hidden.shape[:-1] or mask.shape != teacher_hidden.shape[:-1]:
+        raise ValueError(
+            f"`mask` {tuple(mask.shape)} must match the leading dimensions of the student "
+            f"{tuple(student_hidden.shape[:-1])} and teacher {tuple(teacher_hidden.shape[:-1])} hidden states."
+        )
+    h_s, h_t = student_hidden[mask], teacher_hidden[mask]
+    if num_items is None:
+        num_items = h_s.shape[0]
+    if h_s.shape[0] == 0:
+        return student_hidden.reshape(-1)[:0].sum()
+    vocab = min(student_weight.shape[0], teacher_weight.shape[0])
+    # Under mixed precision the heads are fp32 masters while the hidden states are bf16: project in the hidden
+    # states' dtype, as autocast would (the cast is differentiable, so the fp32 master still gets its gradient).
+    w_s, w_t = student_weight[:vocab].to(h_s.dtype), teacher_weight[:vocab].to(h_t.dtype)
+    backend = resolve_backend(backend, h_s.device)
+    if backend == "naive":
+        total = _naive_divergence(h_s, w_s, h_t, w_t, beta, temperature)
+    elif backend == "chunked":
+        chunk_size = chunk_size or max(1, _CHUNK_BYTES // (_LIVE_TILES * 4 * vocab))
+        total = _ChunkedDivergence.apply(h_s, w_s, h_t, w_t, beta, temperature, chunk_size)
+    else:
+        total = _liger_divergence(h_s, w_s, h_t, w_t, beta, temperature)
+    return total / num_items
+
+
+def generalized_jsd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, beta: float) -> torch.Tensor:
+    """Per-row `JSD_beta(softmax(teacher), softmax(student))` of `[N, V]` logits, shape `[N]` (differentiable)."""
+    log_ps = student_logits.log_softmax(-1)
+    log_pt = teacher_logits.log_softmax(-1)
+    if beta == 0.0:
+        return (log_pt.exp() * (log_pt - log_ps)).sum(-1)
+    if beta == 1.0:
+        return (log_ps.exp() * (log_ps - log_pt)).sum(-1)
+    log_m = torch.logaddexp(log_ps + math.log1p(-beta), log_pt + math.log(beta))
+    kl_teacher = (log_pt.exp() * (log_pt - log_m)).sum(-1)
+    kl_student = (log_ps.exp() * (log_ps - log_m)).sum(-1)
+    return beta * kl_teacher + (1.0 - beta) * kl_student
+
+
+def _naive_divergence(h_s, w_s, h_t, w_t, beta, temperature):
+    # The plain formula on full logits, through autograd: the reference the fused backends are tested against.
+    student_logits = (h_s @ w_s.t()).float() / temperature
+    teacher_logits = (h_t @ w_t.t()).float() / temperature
+    return generalized_jsd(student_logits, teacher_logits.detach(), beta).sum()
+
+
+def _project(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    # Logits in fp32 without rounding them to a low-precision dtype first (that bias is visible in the JSD).
+    if hidden.is_cuda and hidden.dtype in (torch.float16, torch.bfloat16) and weight.dtype == hidden.dtype:
+        return torch.mm(hidden, weight.t(), out_dtype=torch.float32)
+    return hidden.float() @ weight.float().t()
+
+
+def _divergence_and_grad(zs: torch.Tensor, zt: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row JSD of fp32 tempered logits and its gradient with respect to the student's tempered logits."""
+    log_ps = zs.log_softmax(-1)
+    log_pt = zt.log_softmax(-1)
+    ps = log_ps.exp()
+    if beta == 0.0:
+        pt = log_pt.exp()
+        loss = (pt * (log_pt - log_ps)).sum(-1)
+        return loss, ps - pt
+    if beta == 1.0:
+        gap = log_ps - log_pt
+        loss = (ps * gap).sum(-1)
+        return loss, ps * (gap - loss.unsqueeze(-1))
+    log_m = torch.logaddexp(log_ps + math.log1p(-beta), log_pt + math.log(beta))
+    kl_student = (ps * (log_ps - log_m)).sum(-1)
+    kl_teacher = (log_pt.exp() * (log_pt - log_m)).sum(-1)
+    loss = beta * kl_teacher + (1.0 - beta) * kl_student
+    return loss, (1.0 - beta) * ps * (log_ps - log_m - kl_student.unsqueeze(-1))
+
+
+class _ChunkedDivergence(torch.autograd.Function):
+    """Summed JSD over token chunks, with the gradients computed in the forward pass.
+
+    Each chunk projects both models once, so a step costs four GEMMs per token (two projections, the two student
+    gradients), and only one `[chunk, vocab]` working set exists at a time. The backward only rescales the stored
+    gradients, which also makes the function safe under ZeRO-3: the LM heads need to be gathered during the forward
+    call alone.
+    """
+
+    @staticmethod
+    def forward(ctx, h_s, w_s, h_t, w_t, beta, temperature, chunk_size):
+        low_precision_cuda = h_s.is_cuda and h_s.dtype in (torch.float16, torch.bfloat16)
+        total = torch.zeros((), device=h_s.device, dtype=torch.float32)
+        grad_h = torch.empty(h_s.shape, device=h_s.device, dtype=torch.float32) if h_s.requires_grad else None
+        grad_w = torch.zeros(w_s.shape, device=w_s.device, dtype=torch.float32) if w_s.requires_grad else None
+        for start in range(0, h_s.shape[0], chunk_size):
+            chunk = slice(start, start + chunk_size)
+            zs = _project(h_s[chunk], w_s).div_(temperature)
+            zt = _project(h_t[chunk], w_t).div_(temperature)
+            loss, grad = _divergence_and_grad(zs, zt, beta)
+            del zs, zt
+            total += loss.sum()
+            grad = grad.div_(temperature)
+            # On CUDA the gradient GEMMs run in the inputs' dtype with fp32 accumulation, as in Liger and TRL.
+            grad = grad.to(h_s.dtype) if low_precision_cuda else grad
+            if grad_h is not None:
+                grad_h[chunk] = _mm_fp32(grad, w_s)
+            if grad_w is not None:
+                grad_w += _mm_fp32(grad.t(), h_s[chunk])
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.dtypes = h_s.dtype, w_s.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_h, grad_w = ctx.saved_tensors
+        h_dtype, w_dtype = ctx.dtypes
+        grad_h = None if grad_h is None else (grad_h * grad_output).to(h_dtype)
+        grad_w = None if grad_w is None else (grad_w * grad_output).to(w_dtype)
+        return grad_h, grad_w, None, None, None, None, None
+
+
+def _mm_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    if a.is_cuda and a.dtype in (torch.float16, torch.bfloat16):
+        return torch.mm(a, b.to(a.dtype), out_dtype=torch.float32)
+    return a.float() @ b.float()
+
+
+def _liger_available() -> bool:
+    try:
+        import liger_kernel  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _liger_divergence(h_s, w_s, h_t, w_t, beta, temperature):
+    """Liger's fused linear JSD: its Triton kernel on CUDA, its chunked torch implementation elsewhere.
+
+    Both return the mean over the rows they are given (all valid here), so the sum is the mean times the row count.
+    """
+    if not _liger_available():
+        raise ImportError("The 'liger' distillation backend needs `pip install liger-kernel`.")
+    n = h_s.shape[0]
+    if h_s.is_cuda:
+        from liger_kernel.ops.fused_linear_jsd import LigerFusedLinearJSDFunction
+
+        accum_dtype = torch.float32 if w_s.dtype in (torch.float16, torch.bfloat16) else None
+        mean = LigerFusedLinearJSDFunction.apply(h_s, w_s, h_t, w_t, None, beta, -100, temperature, accum_dtype)
+    else:
+        from liger_kernel.chunked_loss.jsd_loss import LigerFusedLinearJSDFunction
+
+        labels = torch.zeros(n, dtype=torch.long, device=h_s.device)
+        # weight_hard_loss=0 and weight_soft_loss=1 keep only the JSD; no torch.compile off CUDA.
+        mean = LigerFusedLinearJSDFunction.apply(
+            h_s, w_s, h_t, w_t, labels, None, None, 0.0, 1.0, beta, -100, temperature, False
+        )
+    return mean * n

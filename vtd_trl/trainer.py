@@ -1,0 +1,657 @@
+import copy
+import textwrap
+import warnings
+
+import torch
+from accelerate.utils import gather_object, is_peft_model
+from datasets import Dataset, IterableDataset
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+from trl import GRPOTrainer
+from trl.data_utils import is_conversational
+from trl.kernels import ChunkedLogProbFunction
+from trl.models import prepare_deepspeed
+from trl.models.utils import _ForwardRedirection, disable_gradient_checkpointing, prepare_fsdp
+from trl.trainer.utils import (
+    create_model_from_path,
+    disable_dropout_in_model,
+    get_callable_name,
+    get_config_model_id,
+    maybe_gather_lm_head_ctx,
+    pad,
+    use_adapter,
+)
+
+from .config import VtDConfig
+from .losses import distillation_loss, dpo_loss
+from .rewards import make_correctness_reward
+
+# Vocabulary columns per tile of the sequence log-probability kernel
+_LOGPROB_CHUNK = 32768
+
+
+class VtDTrainer(GRPOTrainer):
+    """
+    Trainer for Verification-then-Distillation (VtD): the student samples K completions per prompt, each is verified
+    against the gold answer, correct ones are distilled from a frozen teacher (token-level divergence on the
+    student's own chain of thought) and incorrect ones become DPO pairs against the dataset's reference solution.
+
+    The loss of one generation batch is `vtd_distill_alpha * L_distill + vtd_contrast_beta * L_contrast`, with global
+    normalisers (see `VtDConfig`), so the gradient does not depend on how the batch is split across processes and
+    gradient-accumulation steps. Generation, distributed launch, PEFT, logging and checkpoints are GRPO's.
+
+    Example:
+
+    ```python
+    >>> from datasets import Dataset
+    >>> from vtd_trl import VtDConfig, VtDTrainer
+
+    >>> dataset = Dataset.from_list(
+    ...     [{"prompt": [{"role": "user", "content": "What is 2+3?"}], "answer": "5", "reference": "2+3=5. \\\\boxed{5}"}]
+    ... )
+    >>> trainer = VtDTrainer(
+    ...     model="Qwen/Qwen3-1.7B",
+    ...     teacher_model="Qwen/Qwen3-8B",
+    ...     args=VtDConfig(output_dir="Qwen3-1.7B-VtD", num_generations=8),
+    ...     train_dataset=dataset,
+    ... )
+    >>> trainer.train()
+    ```
+
+    Args:
+        model: the student: a model id, a path, a `PreTrainedModel` or a `PeftModel`, as for `GRPOTrainer`.
+        teacher_model: the frozen teacher: an id, a path or a `PreTrainedModel`. Defaults to
+            `args.teacher_model_name_or_path`. Its vocabulary must be the student's (a larger padded head is fine).
+        args: a `VtDConfig`.
+        train_dataset: rows with the columns `prompt`, `vtd_answer_column` and (for reference-chosen pairs)
+            `vtd_reference_column`.
+        reward_funcs: reward functions as in GRPO. The route of a completion is decided by the reward function named
+            `correctness_reward` (1.0 correct, 0.0 incorrect, None unverifiable); when none is given, `vtd_trl`'s is
+            used, reading `vtd_answer_column`. Other reward functions are computed and logged.
+        teacher_processing_class: the teacher's tokenizer, used to check that both vocabularies match; loaded from
+            the teacher's path when not given.
+        **kwargs: `eval_dataset`, `processing_class`, `peft_config`, `callbacks`, ... as for `GRPOTrainer`.
+    """
+
+    _tag_names = ["trl", "vtd", "distillation"]
+    _name = "VtD"
+    _paper = {
+        "title": "Verification-then-Distillation",
+        # docstyle-ignore
+        "citation": textwrap.dedent("""\
+            @software{vtd_trl,
+                title  = {{vtd-trl: Verification-then-Distillation for small reasoning models, on TRL}},
+                year   = 2026,
+            }"""),
+    }
+
+    def __init__(
+        self,
+        model: "str | PreTrainedModel",
+        teacher_model: "str | PreTrainedModel | None" = None,
+        args: VtDConfig | None = None,
+        train_dataset: Dataset | IterableDataset | None = None,
+        reward_funcs=None,
+        teacher_processing_class: PreTrainedTokenizerBase | None = None,
+        **kwargs,
+    ):
+        if args is None:
+            name = model if isinstance(model, str) else get_config_model_id(model.config)
+            args = VtDConfig(f"{name.split('/')[-1]}-VtD")
+        if not isinstance(args, VtDConfig):
+            raise TypeError(f"`args` must be a VtDConfig, got {type(args).__name__}. Build it with VtDConfig(...).")
+        teacher_model = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
+        if teacher_model is None:
+            raise ValueError(
+                "VtD needs a teacher: pass `teacher_model=` (an id, a path or a model) or set "
+                "`teacher_model_name_or_path` in the VtDConfig."
+            )
+        if isinstance(teacher_model, str) is False and args.teacher_model_init_kwargs is not None:
+            raise ValueError(
+                "`teacher_model_init_kwargs` is set but the teacher is already instantiated; drop the kwargs or pass "
+                "the teacher as an id or path."
+            )
+        self._check_columns(train_dataset, args)
+        reward_funcs, self._correctness_index = self._with_correctness_reward(reward_funcs, args)
+
+        # The DPO reference is the initial student. With PEFT it is the base model (adapters disabled), otherwise a
+        # frozen copy, taken before GRPO wraps the student.
+        peft_config = kwargs.get("peft_config")
+        reference_model = None
+        if args.vtd_contrast_beta > 0 and peft_config is None:
+            if isinstance(model, str):
+                reference_model = create_model_from_path(model, **self._init_kwargs(args.model_init_kwargs, args))
+            elif is_peft_model(model):
+                model.add_adapter("ref", model.peft_config["default"])
+                for name, param in model.named_parameters():
+                    if ".default." in name:
+                        model.get_parameter(name.replace(".default.", ".ref.")).data.copy_(param.data)
+            else:
+                reference_model = copy.deepcopy(model)
+
+        super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
+
+        if isinstance(teacher_model, str):
+            init_kwargs = self._init_kwargs(args.teacher_model_init_kwargs, args)
+            if args.teacher_model_revision is not None:
+                init_kwargs.setdefault("revision", args.teacher_model_revision)
+            init_kwargs.setdefault("dtype", self.model.dtype)
+            teacher_model = create_model_from_path(teacher_model, **init_kwargs)
+        self._check_models(teacher_model, teacher_processing_class)
+        self.teacher_model = self._prepare_frozen(teacher_model)
+        self.reference_model = None if reference_model is None else self._prepare_frozen(reference_model)
+        self._forward_redirection = _ForwardRedirection()
+        self._warned_template = False
+
+    # ------------------------------------------------------------------ setup
+
+    @staticmethod
+    def _init_kwargs(init_kwargs, args) -> dict:
+        init_kwargs = dict(init_kwargs or {})
+        if args.distributed_state.distributed_type in ["MULTI_GPU", "DEEPSPEED"]:
+            init_kwargs["device_map"] = None  # distributed training requires it ("auto" fails)
+        init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+        return init_kwargs
+
+    @staticmethod
+    def _check_columns(dataset, args: VtDConfig) -> None:
+        columns = getattr(dataset, "column_names", None)
+        if not columns:  # an iterable dataset may not know its columns
+            return
+        if args.vtd_answer_column not in columns:
+            raise ValueError(
+                f"The training dataset has no column {args.vtd_answer_column!r} with the gold answers (columns: "
+                f"{columns}). Add it or set `vtd_answer_column` to the column that holds them."
+            )
+        if args.vtd_chosen_source == "reference" and args.vtd_reference_column not in columns:
+            raise ValueError(
+                f"`vtd_chosen_source='reference'` needs the column {args.vtd_reference_column!r} (columns: "
+                f"{columns}). Add it, set `vtd_reference_column`, or use `vtd_chosen_source='sibling'`."
+            )
+
+    @staticmethod
+    def _with_correctness_reward(reward_funcs, args: VtDConfig) -> tuple[list, int]:
+        if reward_funcs is None:
+            reward_funcs = []
+        elif not isinstance(reward_funcs, list):
+            reward_funcs = [reward_funcs]
+        names = [f if isinstance(f, str) else get_callable_name(f) for f in reward_funcs]
+        if "correctness_reward" in names:
+            return reward_funcs, names.index("correctness_reward")
+        if args.reward_weights is not None:
+            raise ValueError(
+                "`reward_weights` is set but `reward_funcs` has no function named 'correctness_reward', so VtD would "
+                "add its own and the weights would no longer line up. Include vtd_trl.rewards.correctness_reward in "
+                "`reward_funcs` (and a weight for it), or unset `reward_weights`."
+            )
+        return [make_correctness_reward(args.vtd_answer_column), *reward_funcs], 0
+
+    def _check_models(self, teacher: PreTrainedModel, teacher_processing_class) -> None:
+        student_tokenizer = self._tokenizer
+        if teacher_processing_class is None:
+            teacher_path = get_config_model_id(teacher.config)
+            try:
+                teacher_processing_class = AutoTokenizer.from_pretrained(
+                    teacher_path,
+                    revision=self.args.teacher_model_revision,
+                    trust_remote_code=self.args.trust_remote_code,
+                )
+            except (OSError, ValueError) as error:
+                raise ValueError(
+                    f"Could not load the teacher's tokenizer from {teacher_path!r} to check that teacher and student "
+                    "share a vocabulary. Pass it as `teacher_processing_class=`."
+                ) from error
+        teacher_tokenizer = getattr(teacher_processing_class, "tokenizer", teacher_processing_class)
+        student_vocab, teacher_vocab = student_tokenizer.get_vocab(), teacher_tokenizer.get_vocab()
+        if student_vocab != teacher_vocab:
+            differing = sorted(set(student_vocab.items()) ^ set(teacher_vocab.items()), key=lambda kv: kv[1])[:5]
+            raise ValueError(
+                f"The teacher's vocabulary ({len(teacher_vocab)} tokens) differs from the student's "
+                f"({len(student_vocab)} tokens), e.g. {differing}. Token-level distillation compares next-token "
+                "distributions id by id, so both models must use the same tokenizer. Pick a teacher from the "
+                "student's model family."
+            )
+        for role, model in (("student", self.model), ("teacher", teacher)):
+            config = model.config.get_text_config()
+            if config.vocab_size < len(student_tokenizer):
+                raise ValueError(
+                    f"The {role}'s LM head has {config.vocab_size} rows but the tokenizer has {len(student_tokenizer)} "
+                    "tokens; the model and tokenizer do not belong together."
+                )
+            if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None) not in (
+                None,
+                1.0,
+            ):
+                raise ValueError(
+                    f"The {role} rescales or soft-caps its logits, which VtD's fused LM-head losses do not apply. "
+                    "Use a model whose logits are `hidden @ lm_head.weight.T` (Qwen3, Llama, Mistral, ...)."
+                )
+            if model.get_output_embeddings().bias is not None:
+                raise ValueError(f"The {role}'s LM head has a bias, which VtD's fused LM-head losses do not apply.")
+        backend = self.args.vtd_distill_backend
+        if backend == "naive" and is_deepspeed_zero3_enabled():
+            raise ValueError(
+                "`vtd_distill_backend='naive'` keeps the LM heads for its backward pass, which ZeRO-3 re-partitions. "
+                "Use 'chunked' or 'liger' (or 'auto')."
+            )
+
+    def _prepare_frozen(self, model: PreTrainedModel):
+        """Freeze a teacher or reference model and place it the way GRPO places its reference model."""
+        model.eval()
+        model.requires_grad_(False)
+        disable_dropout_in_model(model)
+        if self.is_deepspeed_enabled:
+            return prepare_deepspeed(model, self.accelerator)
+        if self.is_fsdp_enabled:
+            return prepare_fsdp(model, self.accelerator)
+        return self.accelerator.prepare_model(model, evaluation_mode=True)
+
+    # ------------------------------------------------------------------ routing
+
+    def route(self, rewards: torch.Tensor, inputs: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decide which loss each completion feeds.
+
+        Args:
+            rewards: `[B]` correctness rewards of this process's completions (1.0 correct, 0.0 incorrect, NaN
+                unverifiable, i.e. the gold answer could not be parsed).
+            inputs: the `B` dataset rows the completions answer.
+
+        Returns:
+            `(distill_mask, contrast_mask)`, boolean `[B]`: a completion in neither is skipped, one in both gets
+            both losses. By default correct completions (reward >= 0.5) are distilled, incorrect ones contrasted,
+            and with `vtd_distill_incorrect` incorrect ones are distilled as well.
+        """
+        verified = ~torch.isnan(rewards)
+        correct = verified & (rewards >= 0.5)
+        incorrect = verified & ~correct
+        distill = correct | incorrect if self.args.vtd_distill_incorrect else correct
+        return distill, incorrect
+
+    def _route_checked(self, rewards: torch.Tensor, inputs: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        masks = self.route(rewards, inputs)
+        if not (isinstance(masks, tuple) and len(masks) == 2):
+            raise TypeError(f"`route` must return (distill_mask, contrast_mask), got {type(masks).__name__}.")
+        for name, mask in zip(("distill_mask", "contrast_mask"), masks):
+            if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.shape == rewards.shape):
+                raise TypeError(
+                    f"`route` returned a {name} that is not a boolean tensor of shape {tuple(rewards.shape)}: "
+                    f"{mask!r}."
+                )
+        return tuple(mask.to(rewards.device) for mask in masks)
+
+    # ------------------------------------------------------------------ generation batch
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._correctness = rewards_per_func[:, self._correctness_index]  # all processes, in global order
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs: list[dict]) -> dict:
+        output = super()._generate_and_score_completions(inputs)
+        device = self.accelerator.device
+        mode = "train" if self.model.training else "eval"
+        group_size = self.num_generations if mode == "train" else self.num_generations_eval
+        batch_size = len(inputs)
+        offset = self.accelerator.process_index * batch_size
+        all_rewards = self._correctness
+        distill, contrast = self._route_checked(all_rewards[offset : offset + batch_size].clone(), inputs)
+        loss_mask = output["completion_mask"] * output.get("tool_mask", 1)
+
+        if self.args.vtd_contrast_beta > 0:
+            chosen_ids, chosen_keys = self._chosen_sequences(inputs, output, all_rewards, contrast, group_size)
+            has_chosen = torch.tensor([ids is not None for ids in chosen_ids], device=device)
+        else:
+            chosen_ids, chosen_keys = [None] * batch_size, [-1] * batch_size
+            has_chosen = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        pairs = contrast & has_chosen
+        chosen_ids = [ids if pair else None for ids, pair in zip(chosen_ids, pairs.tolist())]
+        chosen_tensor, chosen_mask = self._pad_parts(chosen_ids, device)
+        output["vtd_chosen_ids"] = chosen_tensor
+        output["vtd_chosen_mask"] = chosen_mask
+        output["vtd_chosen_key"] = torch.tensor(chosen_keys, device=device) * pairs - (~pairs).long()
+        output["vtd_distill"] = distill
+        output["vtd_contrast"] = pairs
+        output["vtd_ref_rejected_logps"], output["vtd_ref_chosen_logps"] = self._reference_logps(output, pairs)
+
+        # Global counts of the generation batch: the normalisers of DESIGN.md (0-dim tensors survive the split)
+        local = torch.stack(
+            [
+                torch.tensor(float(batch_size), device=device),
+                (loss_mask * distill.unsqueeze(1)).sum().float(),
+                pairs.sum().float(),
+                distill.sum().float(),
+                (~torch.isnan(all_rewards[offset : offset + batch_size])).sum().float(),
+                (contrast & ~has_chosen).sum().float(),
+                (~(distill | pairs)).sum().float(),
+            ]
+        )
+        num_seq, num_distill_tokens, num_pairs, num_distill, _, no_chosen, skipped = self.accelerator.reduce(
+            local, reduction="sum"
+        )
+        output["vtd_num_completions"] = num_seq
+        output["vtd_num_distilled_tokens"] = num_distill_tokens
+        output["vtd_num_pairs"] = num_pairs
+
+        verified = all_rewards[~torch.isnan(all_rewards)]
+        metrics = self._metrics[mode]
+        metrics["vtd/accuracy"].append((verified >= 0.5).float().mean().item() if verified.numel() else float("nan"))
+        metrics["vtd/distill_fraction"].append((num_distill / num_seq).item())
+        metrics["vtd/contrast_fraction"].append((num_pairs / num_seq).item())
+        metrics["vtd/skip_fraction"].append((skipped / num_seq).item())
+        metrics["vtd/no_chosen_fraction"].append((no_chosen / num_seq).item())
+        return output
+
+    def _chosen_sequences(self, inputs, output, all_rewards, contrast, group_size) -> tuple[list, list[int]]:
+        """The chosen completion token ids of each row (None when it has none) and a key naming that sequence."""
+        source = self.args.vtd_chosen_source
+        batch_size = len(inputs)
+        offset = self.accelerator.process_index * batch_size
+        siblings = None
+        if source != "reference":  # every process joins the gather, whatever its own rows need
+            local_ids = [
+                ids[mask.bool()].tolist() for ids, mask in zip(output["completion_ids"], output["completion_mask"])
+            ]
+            siblings = [ids for chunk in gather_object([local_ids]) for ids in chunk]
+        correct = (all_rewards >= 0.5).tolist()  # NaN compares False: unverifiable completions are never chosen
+        references: dict[int, list[int] | None] = {}
+        chosen, keys = [], []
+        for i, row in enumerate(inputs):
+            index = offset + i
+            group = index // group_size
+            ids, key = None, -1
+            if contrast[i] and source != "sibling":
+                if group not in references:
+                    references[group] = self._reference_completion_ids(
+                        row["prompt"], row.get(self.args.vtd_reference_column)
+                    )
+                ids, key = references[group], group
+            if contrast[i] and ids is None and siblings is not None:
+                start = group * group_size
+                sibling = next((j for j in range(start, start + group_size) if correct[j]), None)
+                if sibling is not None:
+                    ids, key = siblings[sibling][: self._max_chosen_length], len(all_rewards) + sibling
+            chosen.append(ids)
+            keys.append(key)
+        return chosen, keys
+
+    @property
+    def _max_chosen_length(self) -> int:
+        return self.args.vtd_max_reference_length or self.max_completion_length
+
+    def _reference_completion_ids(self, prompt, reference: str | None) -> list[int] | None:
+        """Token ids of the reference rendered as the assistant's turn, exactly as a completion would be sampled."""
+        if not isinstance(reference, str) or not reference.strip():
+            return None
+        tokenizer = self._tokenizer
+        if is_conversational({"prompt": prompt}):
+            template_kwargs = dict(
+                tools=self.tools or None, chat_template=self.chat_template, **self.chat_template_kwargs
+            )
+            prefix = tokenizer.apply_chat_template(
+                prompt, add_generation_prompt=True, tokenize=False, **template_kwargs
+            )
+            full = tokenizer.apply_chat_template(
+                [*prompt, {"role": "assistant", "content": reference}], tokenize=False, **template_kwargs
+            )
+            if full.startswith(prefix):
+                ids = tokenizer(full[len(prefix) :], add_special_tokens=False)["input_ids"]
+                end = next((k for k, token in enumerate(ids) if token in self.eos_token_ids), None)
+                ids = ids if end is None else ids[: end + 1]
+                return ids[: self._max_chosen_length]
+            if not self._warned_template:
+                self._warned_template = True
+                warnings.warn(
+                    "The chat template does not render an assistant turn as a continuation of the generation prompt; "
+                    "the chosen sequences are the reference text followed by EOS.",
+                    stacklevel=2,
+                )
+        ids = tokenizer(reference, add_special_tokens=False)["input_ids"] + [self.eos_token_ids[0]]
+        return ids[: self._max_chosen_length]
+
+    def _pad_parts(self, parts: list[list[int] | None], device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-pad a list of token-id lists (None counts as empty) into ids and mask of at least one column."""
+        tensors = [torch.tensor(ids or [self._tokenizer.pad_token_id], dtype=torch.long) for ids in parts]
+        masks = [torch.full((len(t),), int(ids is not None), dtype=torch.long) for t, ids in zip(tensors, parts)]
+        ids = pad(tensors, padding_value=self._tokenizer.pad_token_id, padding_side="right").to(device)
+        return ids, pad(masks, padding_value=0, padding_side="right").to(device)
+
+    @torch.no_grad()
+    def _reference_logps(self, output: dict, pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reference-policy log-probs (temperature 1) of each pair's rejected and chosen sequences, `[B]` each.
+
+        Computed once per generation batch; a chosen sequence shared by several pairs is scored once.
+        """
+        device = pairs.device
+        rejected_logps = torch.zeros(pairs.shape, device=device)
+        chosen_logps = torch.zeros(pairs.shape, device=device)
+        rows = pairs.nonzero().squeeze(-1)
+        keys = output["vtd_chosen_key"][rows]
+        unique_keys, first = _first_occurrence(keys)
+        chosen_rows = rows[first]
+        batch = _Batch.build(output, rows, chosen_rows, self._tokenizer.pad_token_id)
+        size = self.args.per_device_train_batch_size if self.model.training else self.args.per_device_eval_batch_size
+        # Every process runs the same number of forwards (ZeRO-3 and FSDP gather weights collectively).
+        num_forwards = self._max_over_processes(-(-len(batch) // size))
+        logps = []
+        with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            for k in range(num_forwards):
+                chunk = batch.rows(slice(k * size, (k + 1) * size))
+                logps.append(self._reference_sequence_logps(chunk if len(chunk) else batch.dummy())[: len(chunk)])
+        logps = torch.cat(logps) if logps else torch.zeros(0, device=device)
+        rejected_logps[rows] = logps[: len(rows)]
+        chosen_of_row = logps[len(rows) :][torch.searchsorted(unique_keys, keys)]
+        chosen_logps[rows] = chosen_of_row
+        return rejected_logps, chosen_logps
+
+    def _reference_sequence_logps(self, batch: "_Batch") -> torch.Tensor:
+        if self.reference_model is not None:
+            unwrapped = self.accelerator.unwrap_model(self.reference_model)
+            return self._sequence_logps(unwrapped, batch)
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        with use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None):
+            return self._sequence_logps(unwrapped, batch)
+
+    # ------------------------------------------------------------------ loss
+
+    def _compute_loss(self, model, inputs):
+        mode = "train" if self.model.training else "eval"
+        unwrapped = self.accelerator.unwrap_model(model)
+        # The whole loss runs inside the wrapper's forward, so DDP / FSDP / ZeRO-3 see one forward per micro-batch.
+        loss, sums = self._forward_redirection(model, unwrapped, self._vtd_loss, unwrapped, inputs, mode)
+        distill_sum, contrast_sum, margin_sum, won, pairs = self.accelerator.reduce(sums, reduction="sum").tolist()
+        steps = self.args.steps_per_generation if mode == "train" else 1
+        distill_norm, contrast_norm = self._normalizers(inputs)
+        metrics = self._metrics[mode]
+        metrics["vtd/distill_loss"].append(distill_sum * steps / distill_norm.item())
+        metrics["vtd/contrast_loss"].append(contrast_sum * steps / contrast_norm.item())
+        metrics["vtd/dpo_margin"].append(margin_sum / pairs if pairs else float("nan"))
+        metrics["vtd/dpo_accuracy"].append(won / pairs if pairs else float("nan"))
+        return loss
+
+    def _normalizers(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        args = self.args
+        if args.vtd_distill_normalizer == "completion_tokens":
+            distill = inputs["num_items_in_batch"]
+        else:
+            distill = inputs["vtd_num_distilled_tokens"]
+        contrast = (
+            inputs["vtd_num_completions"] if args.vtd_contrast_normalizer == "completions" else inputs["vtd_num_pairs"]
+        )
+        return distill.float().clamp(min=1.0), contrast.float().clamp(min=1.0)
+
+    def _vtd_loss(self, student: PreTrainedModel, inputs: dict, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss of one micro-batch, scaled like GRPO's DAPO loss so that DDP averaging and gradient accumulation
+        add up to `alpha * L_distill + beta * L_contrast` of the whole generation batch."""
+        args = self.args
+        distill, pairs = inputs["vtd_distill"], inputs["vtd_contrast"]
+        if args.vtd_distill_alpha == 0:
+            distill = torch.zeros_like(distill)
+        rows = (distill | pairs).nonzero().squeeze(-1)
+        pair_keys = inputs["vtd_chosen_key"][pairs]
+        unique_keys, first = _first_occurrence(pair_keys)
+        chosen_rows = pairs.nonzero().squeeze(-1)[first]
+        batch = _Batch.build(
+            inputs, rows, chosen_rows, self._tokenizer.pad_token_id, loss_mask=inputs.get("tool_mask")
+        )
+        empty = len(batch) == 0
+        batch = batch.dummy() if empty else batch  # a forward still runs, so every process joins the collectives
+        hidden = self._hidden_states(student, batch)
+        lm_head = student.get_output_embeddings()
+        teacher_head = self.accelerator.unwrap_model(self.teacher_model).get_output_embeddings()
+
+        is_distilled = distill[rows]
+        teacher_hidden = self._teacher_hidden(batch.rows(is_distilled.nonzero().squeeze(-1)))
+        is_pair = pairs[rows]
+        zero = hidden.new_zeros(())
+        with maybe_gather_lm_head_ctx(lm_head.weight, teacher_head.weight):
+            # An exact zero that touches every trainable parameter keeps DDP's reducer complete on empty batches.
+            loss = 0.0 * (hidden.sum() + lm_head.weight.sum())
+            distill_sum = zero
+            if teacher_hidden is not None and is_distilled.any():
+                distill_sum = distillation_loss(
+                    hidden[: len(rows)][is_distilled],
+                    lm_head.weight,
+                    teacher_hidden,
+                    teacher_head.weight,
+                    batch.loss_mask[: len(rows)][is_distilled].bool(),
+                    beta=args.vtd_distill_beta,
+                    temperature=args.vtd_distill_temperature,
+                    backend=args.vtd_distill_backend,
+                    num_items=1,
+                )
+            contrast_sum, margin_sum, won = zero, zero, zero
+            if is_pair.any():
+                scored = torch.cat(
+                    [is_pair.nonzero().squeeze(-1), torch.arange(len(rows), len(batch), device=rows.device)]
+                )
+                logps = _sequence_logps_from_hidden(hidden[scored], lm_head.weight, batch.rows(scored))
+                rejected, chosen = logps[: int(is_pair.sum())], logps[int(is_pair.sum()) :]
+                chosen = chosen[torch.searchsorted(unique_keys, pair_keys)]
+                losses = dpo_loss(
+                    chosen,
+                    rejected,
+                    inputs["vtd_ref_chosen_logps"][pairs],
+                    inputs["vtd_ref_rejected_logps"][pairs],
+                    beta=args.vtd_dpo_beta,
+                )
+                contrast_sum = losses.sum()
+                margins = (
+                    args.vtd_dpo_beta
+                    * (
+                        (chosen - inputs["vtd_ref_chosen_logps"][pairs])
+                        - (rejected - inputs["vtd_ref_rejected_logps"][pairs])
+                    ).detach()
+                )
+                margin_sum, won = margins.sum(), (margins > 0).float().sum()
+        distill_norm, contrast_norm = self._normalizers(inputs)
+        scale = self.accelerator.num_processes  # DDP averages gradients over processes
+        if mode == "train":  # each micro-batch holds 1 / steps_per_generation of the generation batch
+            scale = scale * self.args.steps_per_generation / self.current_gradient_accumulation_steps
+        loss = loss + scale * (
+            args.vtd_distill_alpha * distill_sum / distill_norm + args.vtd_contrast_beta * contrast_sum / contrast_norm
+        )
+        sums = torch.stack([distill_sum, contrast_sum, margin_sum, won, is_pair.sum().float()]).detach().float()
+        return loss, sums
+
+    def _hidden_states(self, model: PreTrainedModel, batch: "_Batch") -> torch.Tensor:
+        """Last hidden states that predict the tokens after the prompt, `[n, L, H]`."""
+        if is_peft_model(model):
+            model = model.base_model.model
+        with self.accelerator.autocast():
+            out = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+        return out.last_hidden_state[:, batch.prompt_length - 1 : -1]
+
+    def _teacher_hidden(self, batch: "_Batch") -> torch.Tensor | None:
+        # A sharded teacher needs every process in its forward, so one process's need is everyone's.
+        if not self._max_over_processes(int(len(batch) > 0 and self.args.vtd_distill_alpha > 0)):
+            return None
+        teacher = self.accelerator.unwrap_model(self.teacher_model)
+        with torch.no_grad():
+            hidden = self._forward_redirection(
+                self.teacher_model, teacher, self._hidden_states, teacher, batch if len(batch) else batch.dummy()
+            )
+        return hidden[: len(batch)]
+
+    def _max_over_processes(self, value: int) -> int:
+        if self.accelerator.num_processes == 1:
+            return value
+        return int(self.accelerator.gather(torch.tensor([value], device=self.accelerator.device)).max())
+
+    def _sequence_logps(self, model: PreTrainedModel, batch: "_Batch") -> torch.Tensor:
+        head = model.get_output_embeddings()
+        hidden = self._hidden_states(model, batch)
+        with maybe_gather_lm_head_ctx(head.weight):
+            return _sequence_logps_from_hidden(hidden, head.weight, batch)
+
+
+def _first_occurrence(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted unique keys and, for each, the position of its first occurrence in `keys`."""
+    unique, inverse = torch.unique(keys, sorted=True, return_inverse=True)
+    positions = torch.arange(len(keys), device=keys.device)
+    first = torch.full((len(unique),), len(keys), device=keys.device, dtype=torch.long)
+    first = first.scatter_reduce(0, inverse, positions, reduce="amin")
+    return unique, first
+
+
+def _sequence_logps_from_hidden(hidden: torch.Tensor, weight: torch.Tensor, batch: "_Batch") -> torch.Tensor:
+    """Summed temperature-1 log-probabilities of each sequence's tokens after the prompt, `[n]`."""
+    mask = batch.loss_mask.bool()
+    logps = ChunkedLogProbFunction.apply(
+        hidden[mask], weight, None, batch.targets[mask], 1.0, _LOGPROB_CHUNK, None, 1.0, ("log_probs",)
+    )[0]
+    row = torch.arange(len(batch), device=mask.device).unsqueeze(1).expand_as(mask)[mask]
+    return torch.zeros(len(batch), device=logps.device, dtype=logps.dtype).index_add(0, row, logps)
+
+
+class _Batch:
+    """Sequences `prompt + part` (part = a completion or a chosen sequence) packed for one forward pass."""
+
+    def __init__(self, prompt_ids, prompt_mask, part_ids, part_mask, loss_mask):
+        self.prompt_ids, self.prompt_mask = prompt_ids, prompt_mask
+        self.targets, self.part_mask, self.loss_mask = part_ids, part_mask, loss_mask
+
+    @classmethod
+    def build(cls, inputs: dict, rows: torch.Tensor, chosen_rows: torch.Tensor, pad_id: int, loss_mask=None):
+        """Completion sequences of `rows`, then chosen sequences of `chosen_rows`, sharing one padded length."""
+        completion_loss = inputs["completion_mask"] * (1 if loss_mask is None else loss_mask)
+        length = max(inputs["completion_ids"].shape[1], inputs["vtd_chosen_ids"].shape[1])
+
+        def widen(x, value):
+            return torch.nn.functional.pad(x, (0, length - x.shape[1]), value=value)
+
+        part_ids = torch.cat(
+            [widen(inputs["completion_ids"][rows], pad_id), widen(inputs["vtd_chosen_ids"][chosen_rows], pad_id)]
+        )
+        part_mask = torch.cat(
+            [widen(inputs["completion_mask"][rows], 0), widen(inputs["vtd_chosen_mask"][chosen_rows], 0)]
+        )
+        loss = torch.cat([widen(completion_loss[rows], 0), widen(inputs["vtd_chosen_mask"][chosen_rows], 0)])
+        prompt_rows = torch.cat([rows, chosen_rows])
+        return cls(inputs["prompt_ids"][prompt_rows], inputs["prompt_mask"][prompt_rows], part_ids, part_mask, loss)
+
+    def __len__(self) -> int:
+        return self.prompt_ids.shape[0]
+
+    @property
+    def prompt_length(self) -> int:
+        return self.prompt_ids.shape[1]
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.prompt_ids, self.targets], dim=1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.prompt_mask, self.part_mask], dim=1)
+
+    def rows(self, index) -> "_Batch":
+        return _Batch(
+            *(x[index] for x in (self.prompt_ids, self.prompt_mask, self.targets, self.part_mask, self.loss_mask))
+        )
+
+    def dummy(self) -> "_Batch":
+        """One sequence with nothing to score, for processes that must join a forward they have no rows for."""
+        prompt_ids = self.prompt_ids.new_zeros((1, max(self.prompt_length, 1)))
+        prompt_mask = torch.ones_like(prompt_ids)
+        part = self.targets.new_zeros((1, max(self.targets.shape[1], 1)))
+        return _Batch(prompt_ids, prompt_mask, part, torch.ones_like(part), torch.zeros_like(part))
