@@ -1,0 +1,13 @@
+"""Evaluate a model on AIME 2025 I and II (yentinglin/aime_2025).
+
+    python scripts/eval/eval_aime25.py --model Qwen/Qwen3-1.7B --mode greedy
+    python scripts/eval/eval_aime25.py --model Qwen/Qwen3-1.7B --mode majority --n_samples 16
+    python scripts/eval/eval_aime25.py --model Qwen/Qwen3-1.7B --data-file aime25.jsonl --backend transformers
+
+All flags: --help, or the fields of vtd_trl.eval.EvalConfig.
+"""
+
+from vtd_trl.eval.cli import main
+
+if __name__ == "__main__":
+    main(benchmark="aime25")
