@@ -1,101 +1,627 @@
-"""Answer extraction and verification against a gold answer.
+"""Final-answer extraction and equivalence checking, bounded in time on any input.
 
-`extract_answer` reads the final answer of a completion; `verify` decides whether it is equivalent to the gold answer,
-with an exact numeric path first and math-verify's symbolic comparison after it.
+`extract_answer` reads the final answer of a completion; `verify` decides whether it is equivalent to a gold answer.
+Plain numbers (integers, decimals, fractions, with thousands separators, currency signs or unit words) are compared
+exactly in this process, in microseconds. Everything else (LaTeX expressions, radicals, pi, sets, intervals, tuples,
+equations, percentages) goes to math-verify in a worker subprocess that is killed when it passes its deadline: a
+pathological answer costs at most `timeout` seconds whatever the thread or process that asks, where math-verify's
+own signal-based timeouts work only in the main thread and cannot interrupt a long C-level integer operation.
+
+This module imports only the standard library, so the worker can load it by path without importing the package.
 """
 
+import atexit
+import json
+import math
+import os
 import re
+import select
+import signal
+import subprocess
+import sys
 import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
+from functools import lru_cache
+from typing import NamedTuple
 
-from math_verify import LatexExtractionConfig, parse
-from math_verify import verify as math_verify_verify
+DEFAULT_TIMEOUT = 2.0
+# Longer extracted answers are never checked symbolically: no gold answer is that long, and parsing one can be slow.
+MAX_ANSWER_CHARS = 1000
+# Time a fresh worker may take to import math-verify (sympy, antlr); paid once per process, not part of `timeout`.
+WORKER_STARTUP_TIMEOUT = 120.0
+# Address-space cap of a worker, so an answer like 10^{10^{10}} fails with MemoryError instead of swapping the node.
+WORKER_MEMORY_BYTES = 4 * 1024**3
 
-_THINK_CLOSE = "</think>"
+# ----------------------------------------------------------------------------------------------------------------------
+# Extraction
+
 _THINK_OPEN = "<think>"
-_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
-_GSM8K = re.compile(r"####\s*([^\n]+)")
-_ANSWER_IS = re.compile(r"(?:final answer|the answer)\s*(?:is|:)\s*:?\s*([^\n]+)", re.IGNORECASE)
-_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
-_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
-_FRAC = re.compile(r"([+-]?)\\[dt]?frac\{([+-]?\d+)\}\{([+-]?\d+)\}")
-_SLASH = re.compile(r"([+-]?\d+)/(\d+)")
+_THINK_CLOSE = "</think>"
+# `\boxed{...}` / `\fbox{...}`, or the brace-less `\boxed 5` that some models write.
+_BOX = re.compile(r"\\(?:boxed|fbox)\s*(?:(\{)|\s(?=[^\s{]))")
+_BOX_BARE_ARGUMENT = re.compile(r"[^\s$]+")
+# An escaped character (`\{`, `\}`, `\\`) or a grouping brace.
+_BRACE_TOKEN = re.compile(r"\\.|[{}]", re.DOTALL)
+_GSM8K_ANSWER = re.compile(r"####[ \t]*([^\n]*)")
+_ANSWER_IS = re.compile(r"(?:final answer|the answer)[ \t]*(?:is|:)[ \t]*:?[ \t]*([^\n]*)", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"\.(?:\s|$)")
+_LAST_NUMBER = re.compile(r"(?:(?<![\w)])[-−])?[0-9]+(?:,[0-9]{3})*(?:\.[0-9]+)?(?:/[0-9]+)?")
 
 
-def _boxed_content(text: str, start: int) -> str | None:
-    depth = 0
-    for i in range(start, len(text)):
-        if text[i] == "{" and text[i - 1] != "\\":
-            depth += 1
-        elif text[i] == "}" and text[i - 1] != "\\":
-            depth -= 1
-            if depth == 0:
-                return text[start + 1 : i]
+def _matching_braces(text: str) -> dict[int, int]:
+    # One pass over the braces only: scanning forward from every candidate box would be quadratic in the number of
+    # boxes, and a completion can hold thousands of unclosed ones.
+    closing, stack = {}, []
+    for token in _BRACE_TOKEN.finditer(text):
+        if token.group() == "{":
+            stack.append(token.start())
+        elif token.group() == "}" and stack:
+            closing[stack.pop()] = token.start()
+    return closing
+
+
+def _last_boxed(text: str) -> str | None:
+    boxes = list(_BOX.finditer(text))
+    if not boxes:
+        return None
+    closing = _matching_braces(text) if any(box.group(1) for box in boxes) else {}
+    for box in reversed(boxes):
+        if box.group(1):
+            open_brace = box.end() - 1
+            if open_brace in closing:
+                return text[open_brace + 1 : closing[open_brace]]
+        else:
+            return _BOX_BARE_ARGUMENT.match(text, box.end()).group()
     return None
 
 
+def _strip_math_delimiters(answer: str) -> str:
+    answer = answer.strip()
+    for opening, closing in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        if answer.startswith(opening) and answer.endswith(closing) and len(answer) >= len(opening) + len(closing):
+            return answer[len(opening) : len(answer) - len(closing)].strip()
+    return answer
+
+
 def extract_answer(text: str) -> str | None:
-    """Extracts the final answer of a completion."""
+    r"""
+    Extracts the final answer of a completion.
+
+    The answer is, in order of preference: the content of the last well-formed `\boxed{...}` (nested braces
+    allowed), the rest of the last GSM8K `#### ...` line, what follows the last "the answer is" / "final answer:", and
+    the last number. When the completion closes a think block, only the text after the last `</think>` counts.
+
+    A completion that opens `<think>` and never closes it has no answer (`None`): it was cut off while reasoning
+    (usually at `max_completion_length`), and a number inside unfinished reasoning is a draft, not a claim. Rewarding it
+    would teach the student that truncated chains are as good as finished ones. A completion without any think tag
+    (thinking disabled, or the chat template opened the block in the prompt and the model never closed it) is read
+    whole.
+
+    Args:
+        text (`str`):
+            Completion text.
+
+    Returns:
+        `str` or `None`: The answer as written (delimiters like `$...$` removed), or `None` when there is none.
+
+    Example:
+    ```python
+    >>> extract_answer(r"<think>2+2=5?</think> So the total is \boxed{\frac{8}{2}}.")
+    '\\frac{8}{2}'
+    >>> extract_answer("Natalia sold 48/2 = 24 clips in May.\n#### 72")
+    '72'
+    ```
+    """
     if _THINK_CLOSE in text:
         text = text.rsplit(_THINK_CLOSE, 1)[1]
     elif _THINK_OPEN in text:
         return None
-    for match in reversed(list(_BOXED.finditer(text))):
-        content = _boxed_content(text, match.end() - 1)
-        if content is not None:
-            return content.strip()
-    for pattern in (_GSM8K, _ANSWER_IS):
-        matches = pattern.findall(text)
-        if matches:
-            return matches[-1].strip().rstrip(".").strip("$ ")
-    numbers = _NUMBER.findall(text)
-    return numbers[-1] if numbers else None
+    boxed = _last_boxed(text)
+    if boxed is not None:
+        return _strip_math_delimiters(boxed) or None
+    for pattern in (_GSM8K_ANSWER, _ANSWER_IS):
+        last = deque(pattern.finditer(text), maxlen=1)
+        if last:
+            answer = _SENTENCE_END.split(last[0].group(1), maxsplit=1)[0]
+            return _strip_math_delimiters(answer) or None
+    last = deque(_LAST_NUMBER.finditer(text), maxlen=1)
+    return last[0].group().replace("−", "-") if last else None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Normalization and the exact numeric path
+
+_UNICODE = str.maketrans(
+    {
+        "−": "-",
+        "–": "-",
+        "—": "-",
+        "×": "\\times ",
+        "·": "\\cdot ",
+        "÷": "\\div ",
+        "π": "\\pi ",
+        "√": "\\sqrt ",
+        "∞": "\\infty ",
+        "²": "^2",
+        "³": "^3",
+        "°": "",
+        "€": "",
+        "£": "",
+        "¥": "",
+        **{chr(0xFF10 + digit): str(digit) for digit in range(10)},  # full-width digits
+        **dict.fromkeys(map(chr, (0x00A0, 0x2009, 0x202F, 0x3000)), " "),  # non-breaking and thin spaces
+    }
+)
+_INVISIBLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u2060\ufeff]")
+_SPACING = re.compile(r"\\[,!;: ]|\\q?quad\b|\\left\b|\\right\b|~")
+_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\degree\b")
+_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
+_UNIT = re.compile(
+    r"(?P<number>[+-]?[0-9][0-9,]*(?:\.[0-9]*)?)"
+    r"(?:\s*\\(?:text|mbox|mathrm)\s*\{\s*(?P<braced>[A-Za-z][A-Za-z .]*)\}|\s+(?P<plain>[A-Za-z]{2,}[A-Za-z .]*))"
+)
+# Words after a number that are mathematics, not units ("2 pi" is not 2).
+_MATH_WORDS = {"pi", "sqrt", "infty", "cdot", "times", "div", "frac", "dfrac", "mod"}
+_THOUSANDS = re.compile(r"[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?")
+
+_INTEGER = re.compile(r"([+-]?)([0-9]{1,100})")
+_DECIMAL = re.compile(r"([+-]?)([0-9]{0,100})\.([0-9]{0,100})")
+_FRACTION = re.compile(
+    r"([+-]?)(?:\\frac\s*\{\s*([+-]?[0-9]{1,100})\s*\}\s*\{\s*([0-9]{1,100})\s*\}|\\frac\s*([0-9])([0-9])"
+    r"|([0-9]{1,100})\s*/\s*([0-9]{1,100}))"
+)
+# math-verify rounds floats to 6 decimals, so with more digits it can call unequal numbers equal; leave those to it.
+_MATH_VERIFY_DECIMALS = 6
 
 
 def _normalize(answer: str) -> str:
-    answer = answer.strip().strip("$").strip()
-    answer = answer.replace("\\$", "").replace("\\!", "").replace("\\,", "").replace("{,}", ",")
-    answer = re.sub(r"\s*(?:\\text\{\s*[A-Za-z ]+\}|(?<=\d)\s+(?:dollars?|cents?))$", "", answer)
-    if re.fullmatch(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?", answer):
+    answer = _INVISIBLE.sub("", answer.translate(_UNICODE))
+    answer = _strip_math_delimiters(answer)
+    answer = answer.replace("\\$", "").replace("$", "").replace("{,}", ",")
+    answer = answer.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\%", "%")
+    answer = _DEGREES.sub("", _SPACING.sub("", answer)).strip()
+    wrapped = _WRAPPER.fullmatch(answer)
+    if wrapped:
+        answer = wrapped.group(1).strip()
+    unit = _UNIT.fullmatch(answer)
+    if unit and (unit.group("braced") or unit.group("plain").split()[0].lower() not in _MATH_WORDS):
+        answer = unit.group("number")
+    if _THOUSANDS.fullmatch(answer.rstrip(".")):
         answer = answer.replace(",", "")
-    return answer.rstrip(".").strip()
+    if answer.endswith(".") and not answer.endswith(".."):
+        answer = answer[:-1].rstrip()
+    return answer
 
 
-def _as_fraction(answer: str) -> Fraction | None:
-    if _PLAIN_NUMBER.fullmatch(answer):
-        return Fraction(answer)
-    match = _FRAC.fullmatch(answer) or _SLASH.fullmatch(answer)
-    if match is None:
-        return None
-    sign, num, den = match.groups() if len(match.groups()) == 3 else ("", *match.groups())
-    if int(den) == 0:
-        return None
-    value = Fraction(int(num), int(den))
-    return -value if sign == "-" else value
+class _Number(NamedTuple):
+    value: Fraction
+    decimals: int  # digits after the decimal point as written; 0 for integers and fractions
+    is_fraction: bool
 
 
-def verify(completion: str, gold: str, timeout: float = 2.0) -> bool | None:
-    """Checks the final answer of a completion against the gold answer (None: the gold cannot be parsed)."""
-    gold_norm = _normalize(gold)
-    if not gold_norm:
-        return None
-    answer = extract_answer(completion)
-    pred_norm = _normalize(answer) if answer is not None else None
-    gold_value = _as_fraction(gold_norm)
-    if gold_value is not None and pred_norm is not None:
-        pred_value = _as_fraction(pred_norm)
-        if pred_value is not None:
-            return pred_value == gold_value
-    seconds = max(1, round(timeout)) if threading.current_thread() is threading.main_thread() else None
-    gold_parsed = parse(f"${gold_norm}$", extraction_config=[LatexExtractionConfig()], parsing_timeout=seconds)
-    if not gold_parsed:
-        return None
-    if pred_norm is None:
+def _exact_number(answer: str) -> _Number | None:
+    if match := _INTEGER.fullmatch(answer):
+        value = Fraction(int(match.group(2)))
+        return _Number(-value if match.group(1) == "-" else value, 0, False)
+    if (match := _DECIMAL.fullmatch(answer)) and (match.group(2) or match.group(3)):
+        value = Fraction(f"{match.group(2) or 0}.{match.group(3) or 0}")
+        return _Number(-value if match.group(1) == "-" else value, len(match.group(3)), False)
+    if match := _FRACTION.fullmatch(answer):
+        sign, groups = match.group(1), [group for group in match.groups()[1:] if group is not None]
+        numerator, denominator = int(groups[0]), int(groups[1])
+        if denominator == 0:
+            return None
+        value = Fraction(numerator, denominator)
+        return _Number(-value if sign == "-" else value, 0, True)
+    return None
+
+
+def _decides_inequality(gold: _Number, pred: _Number) -> bool:
+    # Unequal exact values are unequal for math-verify too, except where its float rounding could join them: a
+    # decimal against a fraction (0.333333 vs 1/3) or decimals with more digits than it rounds to.
+    if (gold.is_fraction and pred.decimals) or (pred.is_fraction and gold.decimals):
         return False
-    pred_parsed = parse(f"${pred_norm}$", extraction_config=[LatexExtractionConfig()], parsing_timeout=seconds)
-    return bool(math_verify_verify(gold_parsed, pred_parsed, timeout_seconds=seconds))
+    return max(gold.decimals, pred.decimals) <= _MATH_VERIFY_DECIMALS
 
 
-def verify_batch(completions: list[str], golds: list[str], timeout: float = 2.0) -> list[bool | None]:
-    """Verifies each completion against its gold answer, in order."""
-    return [verify(c, g, timeout=timeout) for c, g in zip(completions, golds, strict=True)]
+# ----------------------------------------------------------------------------------------------------------------------
+# Pre-filter: inputs that would make sympy compute for minutes are rejected before they reach a worker
+
+_POWER_TOWER = re.compile(r"([0-9]+)((?:\s*(?:\^|\*\*)\s*\{?\s*\(?\s*[0-9]+)+)")
+_TOWER_EXPONENT = re.compile(r"[0-9]+")
+_FACTORIAL = re.compile(r"([0-9]+)\s*!")
+# Digits a literal power may have before sympy's integer arithmetic gets slow; 2^{1000} (302 digits) passes.
+_MAX_POWER_DIGITS = 10_000
+_MAX_FACTORIAL = 2_000
+_MAX_NESTING = 40
+
+
+def _power_digits(base: int, exponents: list[int]) -> float:
+    # Digits of base^(e1^(e2^...)), computed on logarithms so that the estimate itself stays cheap.
+    exponent = 1.0
+    for value in reversed(exponents):
+        exponent = math.inf if exponent * math.log10(max(value, 2)) > 300 else float(value) ** exponent
+    return exponent * math.log10(max(base, 2))
+
+
+def _is_pathological(answer: str) -> bool:
+    if len(answer) > MAX_ANSWER_CHARS:
+        return True
+    depth = deepest = 0
+    for char in answer:
+        if char in "{([":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "})]":
+            depth -= 1
+    if deepest > _MAX_NESTING:
+        return True
+    for tower in _POWER_TOWER.finditer(answer):
+        exponents = [int(value) for value in _TOWER_EXPONENT.findall(tower.group(2))]
+        if _power_digits(int(tower.group(1)), exponents) > _MAX_POWER_DIGITS:
+            return True
+    return any(int(factorial.group(1)) > _MAX_FACTORIAL for factorial in _FACTORIAL.finditer(answer))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Symbolic path: math-verify in worker subprocesses with a hard deadline
+
+# The worker is this file run by path: `python -m vtd_trl.verify` would import the package, and with it torch.
+_WORKER_BOOT = "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__vtd_verify_worker__')"
+
+
+class _WorkerFailure(Exception):
+    pass
+
+
+class _Worker:
+    """One math-verify subprocess, spoken to in JSON lines: `[gold, pred_or_null, seconds]` -> `true|false|null`."""
+
+    def __init__(self) -> None:
+        # The worker must import the same math-verify as this process, wherever sys.path was changed at runtime.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _WORKER_BOOT, os.path.abspath(__file__)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        self._ready = False
+        self._buffer = b""
+
+    def _read_line(self, deadline: float) -> bytes | None:
+        fd = self.process.stdout.fileno()
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise _WorkerFailure(f"verification worker exited with code {self.process.wait()}")
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
+
+    def check(self, gold: str, pred: str | None, timeout: float) -> bool | None:
+        if not self._ready:
+            try:
+                ready = self._read_line(time.monotonic() + WORKER_STARTUP_TIMEOUT) == b"ready"
+            except _WorkerFailure:
+                ready = False
+            if not ready:
+                raise RuntimeError(
+                    f"The math-verify worker did not start within {WORKER_STARTUP_TIMEOUT:.0f} s (command: "
+                    f"{sys.executable} -c {_WORKER_BOOT!r} {__file__}). Check that `math-verify[antlr4_13_2]` is "
+                    "installed in this environment; the worker's error, if any, is on stderr above."
+                )
+            self._ready = True
+        deadline = time.monotonic() + timeout
+        try:
+            # The worker stops itself a little before our deadline, so that it usually survives a slow input.
+            self.process.stdin.write(json.dumps([gold, pred, 0.8 * timeout]).encode() + b"\n")
+            self.process.stdin.flush()
+        except OSError as error:
+            raise _WorkerFailure(f"verification worker is gone: {error}") from error
+        line = self._read_line(deadline)
+        if line is None:
+            raise _WorkerFailure(f"no verdict within {timeout} s")
+        return json.loads(line)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.process.stdin.close()
+        self.process.stdout.close()
+
+
+class _WorkerPool:
+    """Workers shared by all threads of one process; a thread holds one worker for the length of one check."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._idle: list[_Worker] = []
+        self._size = 0
+        self._available = threading.Condition()
+
+    def check(self, gold: str, pred: str | None, timeout: float, max_workers: int) -> bool | None:
+        worker = self._acquire(max_workers)
+        try:
+            verdict = worker.check(gold, pred, timeout)
+        except _WorkerFailure:
+            # Past its deadline the worker is stuck in sympy, possibly in C code that no signal interrupts: kill it
+            # and start the replacement now, so that it imports math-verify while this process does other work.
+            self._discard(worker, replace=True)
+            return False
+        except BaseException:
+            self._discard(worker, replace=False)
+            raise
+        with self._available:
+            self._idle.append(worker)
+            self._available.notify()
+        return verdict
+
+    def _acquire(self, max_workers: int) -> _Worker:
+        with self._available:
+            while not self._idle and self._size >= max_workers:
+                self._available.wait()
+            if self._idle:
+                return self._idle.pop()
+            self._size += 1
+        try:
+            return _Worker()
+        except BaseException:
+            self._discard(None, replace=False)
+            raise
+
+    def _discard(self, worker: _Worker | None, replace: bool) -> None:
+        if worker is not None:
+            worker.kill()
+        replacement = None
+        if replace:
+            try:
+                replacement = _Worker()
+            except OSError:
+                pass  # e.g. out of processes: the next check starts a worker again and reports the error there
+        with self._available:
+            if replacement is None:
+                self._size -= 1
+            else:
+                self._idle.append(replacement)
+            self._available.notify()
+
+    def close(self) -> None:
+        if os.getpid() != self.pid:  # a forked child must not kill its parent's workers
+            return
+        with self._available:
+            idle, self._idle, self._size = self._idle, [], 0
+        for worker in idle:
+            worker.kill()
+
+
+_pool: _WorkerPool | None = None
+_pool_lock = threading.Lock()
+
+
+def _get_pool() -> _WorkerPool:
+    global _pool
+    with _pool_lock:
+        # A forked child (a dataloader worker, say) inherits the parent's pipes: it must start workers of its own.
+        if _pool is None or _pool.pid != os.getpid():
+            _pool = _WorkerPool()
+            atexit.register(_pool.close)
+        return _pool
+
+
+def _default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Public API
+
+
+def _gold_text(gold: str | int | float | None) -> str:
+    if gold is None:
+        return ""
+    if isinstance(gold, bool) or not isinstance(gold, (str, int, float)):
+        raise TypeError(f"The gold answer must be a string or a number, got {type(gold).__name__}: {gold!r}.")
+    return str(gold)
+
+
+@lru_cache(maxsize=65536)
+def _prepare_gold(gold: str) -> tuple[str, _Number | None, bool]:
+    # Golds repeat once per sampled completion, so their normalization is cached.
+    boxed = _last_boxed(gold)
+    if boxed is not None:
+        gold = boxed
+    elif gold.lstrip().startswith("####"):
+        gold = gold.lstrip()[4:]
+    answer = _normalize(gold)
+    return answer, _exact_number(answer), _is_pathological(answer)
+
+
+def _fast_verdict(completion: str, gold: str | int | float | None) -> bool | None | tuple[str, str | None]:
+    """A verdict decided in this process, or the `(gold, pred)` pair that needs math-verify."""
+    if not isinstance(completion, str):
+        raise TypeError(f"The completion must be a string, got {type(completion).__name__}: {completion!r}.")
+    gold_answer, gold_number, gold_pathological = _prepare_gold(_gold_text(gold))
+    if not gold_answer or gold_pathological:
+        return None
+    raw = extract_answer(completion)
+    pred_answer = None if raw is None else _normalize(raw)
+    if gold_number is not None:
+        if not pred_answer:
+            return False
+        pred_number = _exact_number(pred_answer)
+        if pred_number is not None:
+            if pred_number.value == gold_number.value:
+                return True
+            if _decides_inequality(gold_number, pred_number):
+                return False
+    if pred_answer is not None and _is_pathological(pred_answer):
+        return False
+    return gold_answer, pred_answer
+
+
+def verify(completion: str, gold: str | int | float | None, *, timeout: float = DEFAULT_TIMEOUT) -> bool | None:
+    r"""
+    Checks whether the final answer of a completion is equivalent to the gold answer.
+
+    The answer is read with [`extract_answer`]. Numbers written plainly (`42`, `-3.50`, `\frac{1}{2}`, `1/2`, `1,000`,
+    `007`, `\$18`, `18 dollars`, `18\text{ cm}`) are compared exactly in this process; other answers go to
+    math-verify's `parse` + `verify` in a worker subprocess with a hard deadline.
+
+    Args:
+        completion (`str`):
+            Completion text.
+        gold (`str`, `int` or `float`):
+            Gold answer, e.g. `"72"` or `r"\frac{\sqrt{3}}{2}"` (no `$` needed). A `\boxed{...}` or a GSM8K `#### ...`
+            around it is unwrapped. `None` or an empty string counts as unparseable.
+        timeout (`float`, *optional*, defaults to `2.0`):
+            Seconds the symbolic comparison may take; past it the answer counts as incorrect. The first symbolic check
+            of a process also waits for its worker to start (about a second), once.
+
+    Returns:
+        `bool` or `None`: `True` if equivalent, `False` if not (or no answer was found, or time ran out), `None` if
+        the gold answer itself cannot be parsed: such a prompt should be skipped, not scored.
+
+    Example:
+    ```python
+    >>> verify(r"... so she pays \boxed{\$1,250}.", "1250")
+    True
+    >>> verify(r"\boxed{\frac{1}{\sqrt{2}}}", r"\frac{\sqrt{2}}{2}")
+    True
+    ```
+    """
+    outcome = _fast_verdict(completion, gold)
+    if not isinstance(outcome, tuple):
+        return outcome
+    return _get_pool().check(*outcome, timeout=timeout, max_workers=_default_workers())
+
+
+def verify_batch(
+    completions: list[str],
+    golds: list[str | int | float | None],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    num_workers: int | None = None,
+) -> list[bool | None]:
+    """
+    Verifies each completion against its gold answer; same verdicts as [`verify`], in the same order.
+
+    Numeric answers are decided in this process; the others are spread over up to `num_workers` math-verify worker
+    processes, each check with its own deadline.
+
+    Args:
+        completions (`list[str]`):
+            Completion texts.
+        golds (`list`):
+            Gold answers, one per completion.
+        timeout (`float`, *optional*, defaults to `2.0`):
+            Seconds each symbolic comparison may take.
+        num_workers (`int`, *optional*):
+            Most worker processes to use; defaults to `min(4, os.cpu_count())`.
+
+    Returns:
+        `list[bool | None]`: One verdict per completion.
+    """
+    if len(completions) != len(golds):
+        raise ValueError(
+            f"verify_batch needs one gold answer per completion, got {len(completions)} completions and "
+            f"{len(golds)} golds."
+        )
+    num_workers = _default_workers() if num_workers is None else num_workers
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be at least 1, got {num_workers}.")
+    verdicts = [_fast_verdict(completion, gold) for completion, gold in zip(completions, golds)]
+    pending = [index for index, verdict in enumerate(verdicts) if isinstance(verdict, tuple)]
+    if not pending:
+        return verdicts
+    pool = _get_pool()
+
+    def check(index: int) -> bool | None:
+        return pool.check(*verdicts[index], timeout=timeout, max_workers=num_workers)
+
+    if len(pending) == 1 or num_workers == 1:
+        results = [check(index) for index in pending]
+    else:
+        with ThreadPoolExecutor(max_workers=min(num_workers, len(pending))) as executor:
+            results = list(executor.map(check, pending))
+    for index, result in zip(pending, results):
+        verdicts[index] = result
+    return verdicts
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Worker process
+
+
+class _Deadline(BaseException):
+    # A BaseException, so that math-verify's `except Exception` handlers let it through and stop at once.
+    pass
+
+
+def _serve() -> None:
+    """Runs in the worker subprocess: reads `[gold, pred, seconds]` lines, writes one verdict line per request."""
+    protocol = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # stray prints from the parsers must not corrupt the protocol
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
+    except (ImportError, ValueError, OSError):
+        pass  # not on this platform or already lower; the parent's deadline still holds
+    parent = os.getppid()
+
+    def exit_with_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=exit_with_parent, daemon=True).start()
+
+    import logging
+
+    from math_verify import parse
+    from math_verify import verify as math_verify
+
+    # Timeouts are ours (the itimer below): math-verify's own would re-arm SIGALRM and cancel it.
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    parse_gold = lru_cache(maxsize=4096)(lambda gold: parse(f"${gold}$", parsing_timeout=None))
+    armed = False
+
+    def on_alarm(signum, frame):
+        if armed:
+            raise _Deadline
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    protocol.write("ready\n")
+    protocol.flush()
+    for line in sys.stdin:
+        gold, pred, seconds = json.loads(line)
+        verdict = None
+        armed = True
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            gold_parsed = parse_gold(gold)
+            if gold_parsed:
+                verdict = False
+                if pred:
+                    pred_parsed = parse(f"${pred}$", parsing_timeout=None)
+                    verdict = bool(math_verify(gold_parsed, pred_parsed, timeout_seconds=None))
+        except _Deadline:
+            pass
+        except Exception:  # a parser bug on odd input is a wrong answer, not a dead worker
+            pass
+        finally:
+            armed = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        protocol.write(json.dumps(verdict) + "\n")
+        protocol.flush()
+
+
+if __name__ == "__vtd_verify_worker__":
+    _serve()

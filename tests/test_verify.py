@@ -1,0 +1,447 @@
+import multiprocessing
+import random
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from math_verify import parse
+from math_verify import verify as math_verify
+
+from vtd_trl import verify as vtd_verify
+from vtd_trl.verify import extract_answer, verify, verify_batch
+
+# (completion, gold, expected verdict). Completions box their answer unless the case is about extraction.
+EQUIVALENT = [
+    # integers
+    (r"\boxed{72}", "72"),
+    (r"\boxed{-5}", "-5"),
+    (r"\boxed{+5}", "5"),
+    (r"\boxed{0}", "0"),
+    (r"\boxed{ 18 }", "18"),
+    (r"\boxed{18}", 18),
+    (r"\boxed{123456789012345678901234567890}", "123456789012345678901234567890"),
+    # decimals
+    (r"\boxed{12.5}", "12.5"),
+    (r"\boxed{12.50}", "12.5"),
+    (r"\boxed{18.00}", "18"),
+    (r"\boxed{0.5}", ".5"),
+    (r"\boxed{-0.25}", "-.25"),
+    (r"\boxed{3.}", "3"),
+    (r"\boxed{2.0}", 2.0),
+    # fractions
+    (r"\boxed{\frac{1}{2}}", "0.5"),
+    (r"\boxed{\dfrac{3}{4}}", r"\frac{3}{4}"),
+    (r"\boxed{\tfrac{3}{4}}", "3/4"),
+    (r"\boxed{\frac34}", "0.75"),
+    (r"\boxed{6/8}", r"\frac{3}{4}"),
+    (r"\boxed{-\frac{1}{3}}", r"\frac{-1}{3}"),
+    (r"\boxed{\frac{-2}{6}}", r"-\frac{1}{3}"),
+    (r"\boxed{\frac{10}{5}}", "2"),
+    (r"\boxed{0.333333}", r"\frac{1}{3}"),
+    # thousands separators
+    (r"\boxed{1,000}", "1000"),
+    (r"\boxed{1000}", "1,000"),
+    (r"\boxed{1{,}000}", "1000"),
+    (r"\boxed{1\,000}", "1000"),
+    (r"\boxed{12,345,678}", "12345678"),
+    (r"\boxed{1,234.5}", "1234.50"),
+    # currency and units
+    (r"\boxed{\$18}", "18"),
+    (r"\boxed{\$1,250}", "1250"),
+    (r"\boxed{\$18.00}", "18"),
+    (r"\boxed{18 dollars}", "18"),
+    (r"\boxed{18\text{ dollars}}", "18"),
+    (r"\boxed{18 \text{dollars}}", "18"),
+    (r"\boxed{\text{18 dollars}}", "18"),
+    (r"\boxed{5 apples}", "5"),
+    (r"\boxed{12 square feet}", "12"),
+    (r"\boxed{3\text{ hours}}", "3"),
+    (r"\boxed{45^\circ}", "45"),
+    (r"\boxed{45^{\circ}}", "45"),
+    (r"\boxed{45°}", "45"),
+    (r"\boxed{€20}", "20"),
+    ("The answer is $18 dollars.", "18"),
+    # leading zeros (AIME answers are written 000-999)
+    (r"\boxed{007}", "7"),
+    (r"\boxed{7}", "007"),
+    (r"\boxed{070}", "70"),
+    (r"\boxed{000}", "0"),
+    # percentages (math-verify accepts both readings)
+    (r"\boxed{25\%}", "25"),
+    (r"\boxed{25\%}", "0.25"),
+    (r"\boxed{50%}", "50"),
+    # LaTeX expressions
+    (r"\boxed{2x+1}", "1+2x"),
+    (r"\boxed{x^2-1}", "(x-1)(x+1)"),
+    (r"\boxed{\frac{x}{2}}", r"\frac{1}{2}x"),
+    (r"\boxed{2^{10}}", "1024"),
+    (r"\boxed{\frac{a+b}{c}}", r"\frac{a}{c}+\frac{b}{c}"),
+    (r"\boxed{\left(\frac{1}{2}\right)^2}", r"\frac{1}{4}"),
+    (r"\boxed{3 \cdot 4}", "12"),
+    (r"\boxed{3\times 4}", "12"),
+    (r"\boxed{e^{\ln 5}}", "5"),
+    (r"\boxed{\ln(e^3)}", "3"),
+    (r"\boxed{\sin^2 x + \cos^2 x}", "1"),
+    (r"\boxed{\log_2 8}", "3"),
+    (r"\boxed{\binom{5}{2}}", "10"),
+    (r"\boxed{5!}", "120"),
+    # radicals
+    (r"\boxed{\sqrt{8}}", r"2\sqrt{2}"),
+    (r"\boxed{\frac{1}{\sqrt{2}}}", r"\frac{\sqrt{2}}{2}"),
+    (r"\boxed{\sqrt{2}/2}", r"\frac{\sqrt2}{2}"),
+    (r"\boxed{\sqrt[3]{27}}", "3"),
+    (r"\boxed{2\sqrt{3}}", r"\sqrt{12}"),
+    (r"\boxed{\frac{\sqrt{6}}{3}}", r"\sqrt{\frac{2}{3}}"),
+    (r"\boxed{3+2\sqrt{2}}", r"(1+\sqrt{2})^2"),
+    (r"\boxed{√2}", r"\sqrt{2}"),
+    # pi
+    (r"\boxed{2\pi}", r"2\pi"),
+    (r"\boxed{\pi \cdot 2}", r"2\pi"),
+    (r"\boxed{\frac{\pi}{2}}", r"\frac{1}{2}\pi"),
+    (r"\boxed{4\pi r^2}", r"4 r^2 \pi"),
+    (r"\boxed{π}", r"\pi"),
+    (r"\boxed{36\pi}", r"36 \pi"),
+    # sets
+    (r"\boxed{\{1,2\}}", r"\{2,1\}"),
+    (r"\boxed{\{1, 2, 3\}}", r"\{3,2,1\}"),
+    (r"\boxed{\{-1, 1\}}", r"\{1, -1\}"),
+    # intervals
+    (r"\boxed{[1,2)}", "[1,2)"),
+    (r"\boxed{(0, \infty)}", r"(0,\infty)"),
+    (r"\boxed{(-\infty, 3]}", r"(-\infty,3]"),
+    (r"\boxed{[0,1] \cup [2,3]}", r"[0,1]\cup[2,3]"),
+    # tuples
+    (r"\boxed{(1,2)}", "(1,2)"),
+    (r"\boxed{(3, -4)}", "(3,-4)"),
+    (r"\boxed{(1, 2, 3)}", "(1,2,3)"),
+    (r"\boxed{\left(\frac{1}{2}, 3\right)}", "(0.5, 3)"),
+    # equations and inequalities
+    (r"\boxed{x=3}", "3"),
+    (r"\boxed{3}", "x=3"),
+    (r"\boxed{y = 2x + 1}", "y=1+2x"),
+    (r"\boxed{(2, \infty)}", "x > 2"),
+    # unicode and invisible characters
+    (r"\boxed{−5}", "-5"),
+    ("\\boxed{1\u200b2}", "12"),
+    ("\\boxed{１２}", "12"),
+    ("\\boxed{3\x00}", "3"),
+    # extraction paths
+    ("Natalia sold 48/2 = 24 clips in May.\n#### 72", "72"),
+    ("#### 1,080", "1080"),
+    ("So the answer is 42.", "42"),
+    ("The final answer is: $\\frac{1}{2}$.", "0.5"),
+    ("Final Answer: 3.5 dollars.", "3.5"),
+    ("First 3 apples, then 4 more, for 7 total", "7"),
+    ("The total is 2,500", "2500"),
+    ("<think>maybe 5</think>\n\\boxed{7}", "7"),
+    ("reasoning here </think> the answer is 9", "9"),
+    (r"\boxed{5} then later \boxed{7}", "7"),
+    (r"\boxed{7} and a cut-off \boxed{12", "7"),
+    (r"\fbox{7}", "7"),
+    (r"\boxed 7.", "7"),
+    (r"\boxed{\boxed{7}}", "7"),
+    ("#### 5\nActually the answer is 6", "5"),  # a GSM8K marker outranks "the answer is"
+    (r"\[\boxed{\dfrac{9}{4}}\]", "2.25"),
+    ("$$\\boxed{10}$$", "10"),
+    # gold written with its own box or GSM8K marker
+    (r"\boxed{72}", r"\boxed{72}"),
+    (r"\boxed{72}", "#### 72"),
+    (r"\boxed{\frac12}", r"$\frac{1}{2}$"),
+]
+
+NOT_EQUIVALENT = [
+    (r"\boxed{71}", "72"),
+    (r"\boxed{-72}", "72"),
+    (r"\boxed{7.2}", "72"),
+    (r"\boxed{12.51}", "12.5"),
+    (r"\boxed{2.000001}", "2"),
+    (r"\boxed{0.33}", r"\frac{1}{3}"),
+    (r"\boxed{\frac{1}{3}}", "0.33"),
+    (r"\boxed{\frac{2}{3}}", r"\frac{1}{3}"),
+    (r"\boxed{1/2}", "2"),
+    (r"\boxed{1,001}", "1000"),
+    (r"\boxed{100}", "1,000"),
+    (r"\boxed{\$17}", "18"),
+    (r"\boxed{17 dollars}", "18"),
+    (r"\boxed{2 pi}", "2"),
+    (r"\boxed{8}", "007"),
+    (r"\boxed{26\%}", "25"),
+    (r"\boxed{2x+2}", "2x+1"),
+    (r"\boxed{x^2+1}", "(x-1)(x+1)"),
+    (r"\boxed{\sqrt{3}}", r"\sqrt{2}"),
+    (r"\boxed{\sqrt{2}}", r"2\sqrt{2}"),
+    (r"\boxed{3\pi}", r"2\pi"),
+    (r"\boxed{3.14}", r"\pi"),
+    (r"\boxed{\{1,2\}}", r"\{1,3\}"),
+    (r"\boxed{\{1,2\}}", r"\{1,2,3\}"),
+    (r"\boxed{[1,2]}", "[1,2)"),
+    (r"\boxed{(1,2]}", "[1,2]"),
+    (r"\boxed{(2,1)}", "(1,2)"),
+    (r"\boxed{(1,2)}", "(1,2,3)"),
+    (r"\boxed{x=4}", "3"),
+    (r"\boxed{y=2x}", "y=2x+1"),
+    (r"\boxed{e}", r"\pi"),
+    (r"\boxed{\infty}", "5"),
+    # no answer at all
+    ("I do not know.", "5"),
+    ("", "5"),
+    (r"\boxed{}", "5"),
+    (r"\boxed{\text{dollars}}", "5"),
+    ("<think>the answer is 5", "5"),
+    ("<think>reasoning \\boxed{5} and then the model was cut off", "5"),
+    # the answer is the last one written, not any earlier one
+    (r"\boxed{5} no wait \boxed{6}", "5"),
+    ("<think>\\boxed{5}</think> so \\boxed{6}", "5"),
+    ("I computed 5 and then 6", "5"),
+    ("Numbers 5\n#### 6", "5"),
+    (r"\boxed{5} \boxed 6", "5"),
+    (r"\boxed{\text{(A)}}", r"\text{(B)}"),
+    (r"\boxed{72}", "#### 27"),
+]
+
+UNPARSEABLE_GOLD = [
+    (r"\boxed{5}", ""),
+    (r"\boxed{5}", "   "),
+    (r"\boxed{5}", None),
+    (r"\boxed{5}", "$$"),
+    (r"\boxed{5}", r"\boxed{}"),
+    (r"\boxed{5}", "####"),
+    (r"\boxed{5}", "9^{9^{9^9}}"),
+    ("no answer", ""),
+]
+
+VERIFY_CASES = (
+    [(completion, gold, True) for completion, gold in EQUIVALENT]
+    + [(completion, gold, False) for completion, gold in NOT_EQUIVALENT]
+    + [(completion, gold, None) for completion, gold in UNPARSEABLE_GOLD]
+)
+
+
+def test_table_is_large():
+    assert len(VERIFY_CASES) >= 150
+
+
+@pytest.mark.parametrize("completion, gold, expected", VERIFY_CASES)
+def test_verify(completion, gold, expected):
+    assert verify(completion, gold) is expected
+
+
+def test_verify_batch_keeps_order_and_matches_verify():
+    completions, golds, expected = zip(*VERIFY_CASES)
+    assert verify_batch(list(completions), list(golds), num_workers=2) == list(expected)
+
+
+def test_verify_batch_length_mismatch():
+    with pytest.raises(ValueError, match="2 completions and 1 golds"):
+        verify_batch(["1", "2"], ["1"])
+
+
+def test_verify_rejects_wrong_types():
+    with pytest.raises(TypeError, match="completion must be a string, got list"):
+        verify([{"content": "1"}], "1")
+    with pytest.raises(TypeError, match="gold answer must be a string or a number, got bool"):
+        verify("1", True)
+
+
+EXTRACTION_CASES = [
+    (r"so \boxed{\frac{a}{b^{2}}} done", r"\frac{a}{b^{2}}"),
+    (r"\boxed{\{1,2\}}", r"\{1,2\}"),
+    (r"\boxed{a} \boxed{b}", "b"),
+    (r"\boxed{a} \boxed{b", "a"),
+    (r"\boxed{\left\{ x \right\}}", r"\left\{ x \right\}"),
+    (r"\boxed{$5$}", "5"),
+    (r"\boxed 42 apples", "42"),
+    (r"\fbox{3}", "3"),
+    (r"\boxed{}", None),
+    ("Some text\n#### 1,234\n", "1,234"),
+    ("#### $5$", "5"),
+    ("#### 5\n#### 6", "6"),
+    ("The answer is 3.5. Let me double check: 3.5.", "3.5"),
+    ("The answer is $\\frac{1}{2}$.", r"\frac{1}{2}"),
+    ("the answer is: 17", "17"),
+    ("FINAL ANSWER: x = 2", "x = 2"),
+    ("x-5 and then = -7", "-7"),
+    ("pay 1,234.50 now", "1,234.50"),
+    ("eat 3/4 of it", "3/4"),
+    ("It is −4", "-4"),
+    ("no digits here", None),
+    ("", None),
+    ("<think>42</think>", None),
+    ("<think>41</think>The result is 42", "42"),
+    ("<think>41</think>mid</think>43", "43"),
+    ("<think>unfinished 41", None),
+    ("prompt opened the block; 41 </think> 42", "42"),
+    ("<think>a</think>\\boxed{7}<think>", "7"),
+]
+
+
+@pytest.mark.parametrize("text, expected", EXTRACTION_CASES)
+def test_extract_answer(text, expected):
+    assert extract_answer(text) == expected
+
+
+def _math_verify_verdict(completion: str, gold: str) -> bool:
+    return math_verify(parse(f"${gold}$"), parse(completion))
+
+
+def _random_number(rng: random.Random) -> str:
+    kind = rng.choice(["int", "int", "decimal", "fraction", "latex_fraction"])
+    if kind == "int":
+        return str(rng.randint(-50, 500))
+    if kind == "decimal":
+        return f"{rng.randint(0, 60)}.{rng.randint(0, 99):0{rng.choice([1, 2])}d}"
+    numerator, denominator = rng.randint(-20, 40), rng.randint(1, 12)
+    return f"{numerator}/{denominator}" if kind == "fraction" else rf"\frac{{{numerator}}}{{{denominator}}}"
+
+
+def test_numeric_path_agrees_with_math_verify():
+    # The exact path decides these in-process; math-verify (run here directly, in the main thread) is the reference.
+    rng = random.Random(0)
+    golds = [_random_number(rng) for _ in range(200)]
+    preds = [gold if rng.random() < 0.3 else _random_number(rng) for gold in golds]
+    completions = [rf"The result is \boxed{{{pred}}}." for pred in preds]
+    ours = verify_batch(completions, golds)
+    reference = [_math_verify_verdict(completion, gold) for completion, gold in zip(completions, golds)]
+    disagreements = [(c, g, o, r) for c, g, o, r in zip(completions, golds, ours, reference) if o != r]
+    assert disagreements == []
+    assert 40 <= sum(ours) <= 120  # both verdicts are well represented
+
+
+# Inputs that hang or crash naive verification. Each must come back within the timeout with a verdict.
+ADVERSARIAL = {
+    "exponent tower": (r"\boxed{9^{9^{9^9}}}", "5", False),
+    "exponent tower, gold": (r"\boxed{5}", r"9^{9^{9^{9}}}", None),
+    "power with a huge exponent": (r"\boxed{2^{123456789}}", "5", False),
+    "python power operator": (r"\boxed{9**9**9**9}", "5", False),
+    "factorial of a huge number": (r"\boxed{100000000!}", "5", False),
+    "factorial of an expression": (r"\boxed{(10^{6})!}", "5", False),
+    "deep brace nesting": ("\\boxed{" + "{" * 5000 + "1" + "}" * 5000 + "}", "1", False),
+    "deep parenthesis nesting": (r"\boxed{" + "(" * 3000 + "1" + ")" * 3000 + "}", "1", False),
+    "a megabyte of digits": ("1" * 1_000_000, "5", False),
+    "a megabyte of boxed digits": (r"\boxed{" + "7" * 1_000_000 + "}", "5", False),
+    "thousands of boxes": (r"\boxed{1} " * 20_000 + r"\boxed{5}", "5", True),
+    "thousands of unclosed boxes": (r"\boxed{" * 20_000, "5", False),
+    "unicode soup": ("\\boxed{" + "".join(map(chr, range(0x2200, 0x2300))) + "}", "5", False),
+    "control characters": ("\\boxed{\x00\x01\x025\x7f\x1b}", "5", True),
+    "unbalanced latex": (r"\boxed{\frac{1}{2}}} \left( \right] \sqrt{", "0.5", True),
+    "unbalanced latex in the box": (r"\boxed{\frac{1}{2}\left(}", "0.5", False),
+    "huge matrix": (r"\boxed{\begin{pmatrix}" + " & ".join(["1"] * 400) + r"\end{pmatrix}}", "5", False),
+    "long symbolic sum": (r"\boxed{" + "+".join(f"x_{{{i}}}^{{{i}}}" for i in range(150)) + "}", "5", False),
+    "many nested radicals": (r"\boxed{" + r"\sqrt{" * 30 + "2" + "}" * 30 + "}", "2", False),
+}
+
+
+@pytest.mark.parametrize("name", list(ADVERSARIAL))
+def test_adversarial_input_is_bounded(name):
+    completion, gold, expected = ADVERSARIAL[name]
+    verify(r"\boxed{\sqrt{2}}", r"\sqrt{2}")  # the worker is started outside the timed region
+    start = time.monotonic()
+    verdict = verify(completion, gold, timeout=2.0)
+    elapsed = time.monotonic() - start
+    assert verdict is expected
+    assert elapsed < 2.5
+
+
+def test_hard_deadline_kills_a_stuck_worker():
+    # 7^(7^9) passes the pre-filter only if the filter is bypassed: call the worker pool directly, which is what
+    # protects against inputs the filter does not know. The worker is stuck in C-level integer arithmetic, where no
+    # signal-based timeout fires; only killing it returns control.
+    from vtd_trl.verify import _get_pool
+
+    pool = _get_pool()
+    verify(r"\boxed{\sqrt{2}}", r"\sqrt{2}")
+    start = time.monotonic()
+    verdict = pool.check("5", "7^{7^{9}}", timeout=1.0, max_workers=1)
+    assert verdict is False
+    assert time.monotonic() - start < 1.5
+    # The pool replaced the killed worker and still answers.
+    assert verify(r"\boxed{\sqrt{8}}", r"2\sqrt{2}") is True
+
+
+def test_bounded_in_a_worker_thread():
+    # math-verify's own timeouts raise in a non-main thread; ours must still hold there.
+    results = {}
+
+    def run():
+        start = time.monotonic()
+        results["tower"] = verify(r"\boxed{(10^{6})!}", "5", timeout=1.0)
+        results["tower_time"] = time.monotonic() - start
+        results["radical"] = verify(r"\boxed{\frac{1}{\sqrt{2}}}", r"\frac{\sqrt2}{2}")
+
+    verify(r"\boxed{\sqrt{2}}", r"\sqrt{2}")
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=30)
+    assert results["tower"] is False
+    assert results["tower_time"] < 1.5
+    assert results["radical"] is True
+
+
+def test_concurrent_threads_get_their_own_verdicts():
+    cases = [(rf"\boxed{{\sqrt{{{n * n}}}}}", str(n if n % 3 else n + 1), n % 3 != 0) for n in range(1, 13)]
+    results = [None] * len(cases)
+
+    def run(index):
+        completion, gold, _ = cases[index]
+        results[index] = verify(completion, gold)
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(cases))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert results == [expected for _, _, expected in cases]
+
+
+def test_bounded_in_forked_children():
+    # Dataloader workers are forked from a process whose pool already has workers: each child must start workers of
+    # its own (the inherited pipes belong to the parent) and keep the bound.
+    verify(r"\boxed{\sqrt{2}}", r"\sqrt{2}")
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    children = [context.Process(target=_verify_in_child, args=(queue,)) for _ in range(2)]
+    for child in children:
+        child.start()
+    results = [queue.get(timeout=120) for _ in children]
+    for child in children:
+        child.join(timeout=30)
+    assert [result[:2] for result in results] == [(False, True), (False, True)]
+    assert all(elapsed < 1.5 for _, _, elapsed in results)
+    # The parent's workers are untouched by the children.
+    assert verify(r"\boxed{\sqrt{18}}", r"3\sqrt{2}") is True
+
+
+# Loads vtd_trl/verify.py by path: importing the package (torch, TRL) would make the test slow, not different.
+_INDEPENDENT_PROCESS = """
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("verify_module", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+verify = module.verify
+radical = verify(r"\\boxed{\\sqrt{8}}", r"2\\sqrt{2}")
+start = time.monotonic()
+tower = verify(r"\\boxed{(10^{6})!}", "5", timeout=1.0)
+print(radical, tower, time.monotonic() - start)
+"""
+
+
+def test_bounded_in_independent_processes():
+    # accelerate / torchrun start one process per device, each with its own pool.
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _INDEPENDENT_PROCESS, vtd_verify.__file__], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=120)[0].split() for process in processes]
+    assert [output[:2] for output in outputs] == [["True", "False"], ["True", "False"]]
+    assert all(float(output[2]) < 1.5 for output in outputs)
+
+
+def _verify_in_child(queue):
+    radical = verify(r"\boxed{\sqrt{8}}", r"2\sqrt{2}")  # also starts this process's worker
+    start = time.monotonic()
+    tower = verify(r"\boxed{(10^{6})!}", "5", timeout=1.0)
+    queue.put((tower, radical, time.monotonic() - start))
