@@ -63,7 +63,21 @@ def _matching_braces(text: str) -> dict[int, int]:
     return closing
 
 
-def _last_boxed(text: str) -> str | None:
+def extract_boxed(text: str) -> str | None:
+    r"""
+    Returns the content of the last well-formed `\boxed{...}` (or `\fbox{...}`, or brace-less `\boxed 5`) in `text`.
+
+    Braces nest (`\boxed{\frac{1}{2}}` gives `\frac{1}{2}`) and escaped braces do not count (`\boxed{\{1,2\}}` gives
+    `\{1,2\}`). A box that is never closed, as at the end of a cut-off completion, is passed over. Linear in the length
+    of `text`, whatever the number of boxes.
+
+    Args:
+        text (`str`):
+            Text to search.
+
+    Returns:
+        `str` or `None`: The content of the box, or `None` when there is no well-formed box.
+    """
     boxes = list(_BOX.finditer(text))
     if not boxes:
         return None
@@ -119,7 +133,7 @@ def extract_answer(text: str) -> str | None:
         text = text.rsplit(_THINK_CLOSE, 1)[1]
     elif _THINK_OPEN in text:
         return None
-    boxed = _last_boxed(text)
+    boxed = extract_boxed(text)
     if boxed is not None:
         return _strip_math_delimiters(boxed) or None
     for pattern in (_GSM8K_ANSWER, _ANSWER_IS):
@@ -434,7 +448,7 @@ def _gold_text(gold: str | int | float | None) -> str:
 @lru_cache(maxsize=65536)
 def _prepare_gold(gold: str) -> tuple[str, _Number | None, bool]:
     # Golds repeat once per sampled completion, so their normalization is cached.
-    boxed = _last_boxed(gold)
+    boxed = extract_boxed(gold)
     if boxed is not None:
         gold = boxed
     elif gold.lstrip().startswith("####"):
