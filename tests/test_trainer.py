@@ -1,0 +1,431 @@
+"""`VtDTrainer`: routing, chosen sequences, the loss against an independent recomputation, training."""
+
+import math
+import re
+
+import pytest
+import torch
+from conftest import arithmetic_rows, fixed_rollout, vtd_args
+from datasets import Dataset
+from transformers import AutoModelForCausalLM
+
+from vtd_trl import VtDTrainer
+from vtd_trl.losses import generalized_jsd
+
+K = 4
+
+
+def operands(prompt_text: str) -> tuple[int, int]:
+    a, b = re.findall(r"\d+", prompt_text)
+    return int(a), int(b)
+
+
+def mixed_completions(prompt_text: str, position: int) -> str:
+    """Positions 0 and 2 are correct, 1 and 3 wrong."""
+    a, b = operands(prompt_text)
+    return [f"{a}+{b}={a + b}. \\boxed{{{a + b}}}", f"The answer is {a + b + 1}.", f"\\boxed{{{a + b}}}", "7"][
+        position
+    ]
+
+
+def make_trainer(model_dirs, tmp_path, rows=None, completions=mixed_completions, trainer_cls=VtDTrainer, **overrides):
+    rows = rows if rows is not None else arithmetic_rows(2)
+    overrides = {"max_completion_length": 64, **overrides}  # bounds the chosen sequences; the rollout is fixed
+    args = vtd_args(tmp_path, num_generations=K, per_device_train_batch_size=len(rows) * K, **overrides)
+    return trainer_cls(
+        model=model_dirs["student"],
+        teacher_model=model_dirs["teacher"],
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        rollout_func=fixed_rollout(completions),
+    )
+
+
+def generation_batch(trainer, rows):
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    return trainer._generate_and_score_completions([row for row in rows for _ in range(K)])
+
+
+def last_metrics(trainer) -> dict:
+    return {key: values[-1] for key, values in trainer._metrics["train"].items() if key.startswith("vtd/")}
+
+
+# ---------------------------------------------------------------------------------------------------- routing
+
+
+@pytest.mark.parametrize("distill_incorrect", [False, True])
+def test_route_table(model_dirs, tmp_path, distill_incorrect):
+    trainer = make_trainer(model_dirs, tmp_path, vtd_distill_incorrect=distill_incorrect)
+    rewards = torch.tensor([1.0, 0.0, float("nan"), 1.0, 0.0])
+    distill, contrast = trainer.route(rewards, [{}] * 5)
+    assert contrast.tolist() == [False, True, False, False, True]
+    if distill_incorrect:
+        assert distill.tolist() == [True, True, False, True, True]
+    else:
+        assert distill.tolist() == [True, False, False, True, False]
+
+
+def test_generation_batch_routes_and_counts(model_dirs, tmp_path):
+    rows = arithmetic_rows(2)
+    rows[1] = {**rows[1], "answer": ""}  # gold unparseable: its 4 completions are unverifiable
+    trainer = make_trainer(model_dirs, tmp_path, rows=rows)
+    out = generation_batch(trainer, rows)
+    assert out["vtd_distill"].tolist() == [True, False, True, False] + [False] * 4
+    assert out["vtd_contrast"].tolist() == [False, True, False, True] + [False] * 4
+    assert out["vtd_num_completions"].item() == 8
+    assert out["vtd_num_pairs"].item() == 2
+    distilled_tokens = out["completion_mask"][out["vtd_distill"]].sum()
+    assert out["vtd_num_distilled_tokens"].item() == distilled_tokens.item()
+    metrics = last_metrics(trainer)
+    assert metrics["vtd/accuracy"] == 0.5  # over the verified completions only
+    assert metrics["vtd/distill_fraction"] == 0.25
+    assert metrics["vtd/contrast_fraction"] == 0.25
+    assert metrics["vtd/skip_fraction"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("completions", "zero_terms"),
+    [
+        (lambda p, j: f"\\boxed{{{sum(operands(p))}}}", {"contrast"}),  # all correct
+        (lambda p, j: "\\boxed{0}", {"distill"}),  # all incorrect
+    ],
+)
+def test_one_sided_batches_give_finite_losses(model_dirs, tmp_path, completions, zero_terms):
+    rows = arithmetic_rows(2)
+    trainer = make_trainer(model_dirs, tmp_path, rows=rows, completions=completions)
+    loss = trainer.compute_loss(trainer.model, generation_batch(trainer, rows))
+    loss.backward()
+    metrics = last_metrics(trainer)
+    assert torch.isfinite(loss)
+    for term in ("distill", "contrast"):
+        assert (metrics[f"vtd/{term}_loss"] == 0.0) == (term in zero_terms)
+    assert all(torch.isfinite(p.grad).all() for p in trainer.model.parameters() if p.grad is not None)
+
+
+def test_unverifiable_batch_gives_an_exact_zero_loss(model_dirs, tmp_path):
+    rows = [{**row, "answer": ""} for row in arithmetic_rows(2)]
+    trainer = make_trainer(model_dirs, tmp_path, rows=rows)
+    loss = trainer.compute_loss(trainer.model, generation_batch(trainer, rows))
+    loss.backward()
+    assert loss.item() == 0.0
+    assert last_metrics(trainer)["vtd/skip_fraction"] == 1.0
+    assert all(torch.all(p.grad == 0) for p in trainer.model.parameters() if p.grad is not None)
+
+
+class DistillEverything(VtDTrainer):
+    def route(self, rewards, inputs):
+        return torch.ones_like(rewards, dtype=torch.bool), torch.zeros_like(rewards, dtype=torch.bool)
+
+
+class ContrastEverything(VtDTrainer):
+    def route(self, rewards, inputs):
+        return torch.zeros_like(rewards, dtype=torch.bool), torch.ones_like(rewards, dtype=torch.bool)
+
+
+@pytest.mark.parametrize(
+    ("trainer_cls", "nonzero"), [(DistillEverything, "distill"), (ContrastEverything, "contrast")]
+)
+def test_subclass_route_decides_the_loss_terms(model_dirs, tmp_path, trainer_cls, nonzero):
+    rows = arithmetic_rows(2)
+    trainer = make_trainer(model_dirs, tmp_path, trainer_cls=trainer_cls)
+    trainer.compute_loss(trainer.model, generation_batch(trainer, rows))
+    metrics = last_metrics(trainer)
+    assert metrics[f"vtd/{nonzero}_fraction"] == 1.0
+    assert metrics[f"vtd/{nonzero}_loss"] > 0
+    other = "contrast" if nonzero == "distill" else "distill"
+    assert metrics[f"vtd/{other}_loss"] == 0.0
+
+
+def test_route_returning_wrong_types_is_a_clear_error(model_dirs, tmp_path):
+    class BadRoute(VtDTrainer):
+        def route(self, rewards, inputs):
+            return rewards > 0.5, [True] * len(rewards)
+
+    trainer = make_trainer(model_dirs, tmp_path, trainer_cls=BadRoute)
+    with pytest.raises(TypeError, match="contrast_mask"):
+        generation_batch(trainer, arithmetic_rows(2))
+
+
+# ---------------------------------------------------------------------------------------------------- chosen side
+
+
+def test_reference_is_rendered_as_the_assistant_turn(model_dirs, tmp_path, tokenizer):
+    trainer = make_trainer(model_dirs, tmp_path)
+    prompt = [{"role": "user", "content": "What is 1+1?"}]
+    ids = trainer._reference_completion_ids(prompt, "1+1=2. \\boxed{2}")
+    # Qwen3's template renders a final assistant turn with an (empty) think block, then the answer and <|im_end|>.
+    assert tokenizer.decode(ids) == "<think>\n\n</think>\n\n1+1=2. \\boxed{2}<|im_end|>"
+    assert trainer._reference_completion_ids("What is 1+1?", "2") == tokenizer("2")["input_ids"] + [
+        tokenizer.eos_token_id
+    ]
+    assert trainer._reference_completion_ids(prompt, "  ") is None
+
+
+def test_reference_follows_chat_template_kwargs_and_max_length(model_dirs, tmp_path, tokenizer):
+    trainer = make_trainer(
+        model_dirs, tmp_path, chat_template_kwargs={"enable_thinking": False}, vtd_max_reference_length=5
+    )
+    prompt = [{"role": "user", "content": "What is 1+1?"}]
+    # With thinking off the generation prompt already holds the empty think block: the chosen part starts after it.
+    assert tokenizer.decode(trainer._reference_completion_ids(prompt, "It is 2.")) == "It is"
+
+
+@pytest.mark.parametrize(
+    ("source", "has_reference", "pairs"),
+    [
+        ("reference", [True, False], [True, True, False, False]),
+        ("sibling", [True, True], [True, True, True, True]),
+        ("reference_then_sibling", [True, False], [True, True, True, True]),
+    ],
+)
+def test_chosen_sources(model_dirs, tmp_path, tokenizer, source, has_reference, pairs):
+    rows = arithmetic_rows(2)
+    for row, keep in zip(rows, has_reference):
+        row["reference"] = row["reference"] if keep else ""
+    trainer = make_trainer(model_dirs, tmp_path, rows=rows, vtd_chosen_source=source)
+    out = generation_batch(trainer, rows)
+    assert out["vtd_contrast"][[1, 3, 5, 7]].tolist() == pairs
+    for row_index in (1, 5):
+        if not out["vtd_contrast"][row_index]:
+            continue
+        chosen = out["vtd_chosen_ids"][row_index][out["vtd_chosen_mask"][row_index].bool()]
+        uses_reference = source != "sibling" and has_reference[row_index // K]
+        a, b = operands(rows[row_index // K]["prompt"][0]["content"])
+        expected = f"<think>\n\n</think>\n\n{rows[row_index // K]['reference']}" if uses_reference else None
+        expected = expected or mixed_completions(f"{a}+{b}", 0)  # the first correct sibling
+        assert tokenizer.decode(chosen) == expected + "<|im_end|>"
+    assert last_metrics(trainer)["vtd/no_chosen_fraction"] == 0.25 * pairs.count(False) / 2
+
+
+def test_chosen_reference_logps_are_computed_once_per_prompt(model_dirs, tmp_path, monkeypatch):
+    rows = arithmetic_rows(2)
+    trainer = make_trainer(model_dirs, tmp_path, rows=rows)
+    scored = []
+    original = trainer._reference_sequence_logps
+    monkeypatch.setattr(
+        trainer, "_reference_sequence_logps", lambda batch: scored.append(len(batch)) or original(batch)
+    )
+    generation_batch(trainer, rows)
+    assert sum(scored) == 4 + 2  # 4 rejected completions, 2 chosen sequences (not one per pair)
+
+
+def test_teacher_runs_only_on_distilled_rows(model_dirs, tmp_path, monkeypatch):
+    rows = arithmetic_rows(2)
+    trainer = make_trainer(model_dirs, tmp_path, rows=rows)
+    out = generation_batch(trainer, rows)
+    seen = []
+    original = trainer._teacher_hidden
+    monkeypatch.setattr(trainer, "_teacher_hidden", lambda batch: seen.append(len(batch)) or original(batch))
+    trainer.compute_loss(trainer.model, out)
+    assert seen == [int(out["vtd_distill"].sum())] == [4]
+
+
+# ---------------------------------------------------------------------------------------------------- the loss
+
+
+def sequence_logps(model, prompt_ids, part_ids) -> torch.Tensor:
+    ids = torch.tensor([prompt_ids + part_ids])
+    logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].double()
+    return logits.log_softmax(-1).gather(-1, torch.tensor(part_ids).unsqueeze(-1)).sum()
+
+
+@pytest.mark.parametrize("backend", ["naive", "chunked"])
+def test_loss_and_gradient_match_an_independent_recomputation(model_dirs, tmp_path, tokenizer, backend):
+    """The whole VtD loss of one generation batch, recomputed from plain full-logit forwards of fresh models."""
+    rows = arithmetic_rows(2)
+    alpha, weight, dpo_beta, distill_beta, temperature = 5.0, 0.1, 0.5, 0.5, 0.8
+    trainer = make_trainer(
+        model_dirs,
+        tmp_path,
+        vtd_distill_backend=backend,
+        vtd_dpo_beta=dpo_beta,
+        vtd_distill_beta=distill_beta,
+        vtd_distill_temperature=temperature,
+    )
+    # Move the policy away from the reference, so the DPO term is not at its log(2) starting point.
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for param in trainer.model.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    out = generation_batch(trainer, rows)
+    loss = trainer.compute_loss(trainer.model, out)
+    loss.backward()
+
+    policy = AutoModelForCausalLM.from_pretrained(model_dirs["student"])
+    policy.load_state_dict(trainer.model.state_dict())
+    reference = AutoModelForCausalLM.from_pretrained(model_dirs["student"])
+    teacher = AutoModelForCausalLM.from_pretrained(model_dirs["teacher"])
+    distill_sum, contrast_sum, num_tokens = 0.0, 0.0, 0
+    for row in rows:
+        prompt_ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True)
+        prompt_ids = list(prompt_ids["input_ids"] if hasattr(prompt_ids, "keys") else prompt_ids)
+        chosen = tokenizer(f"<think>\n\n</think>\n\n{row['reference']}<|im_end|>", add_special_tokens=False)
+        chosen_ids = chosen["input_ids"]
+        for position in range(K):
+            text = mixed_completions(row["prompt"][0]["content"], position)
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            num_tokens += len(ids)
+            full = torch.tensor([prompt_ids + ids])
+            if position in (0, 2):  # correct: distilled
+                s = policy(input_ids=full).logits[0, len(prompt_ids) - 1 : -1].double() / temperature
+                with torch.no_grad():
+                    t = teacher(input_ids=full).logits[0, len(prompt_ids) - 1 : -1].double() / temperature
+                distill_sum = distill_sum + generalized_jsd(s, t, distill_beta).sum()
+            else:  # incorrect: a DPO pair against the reference
+                with torch.no_grad():
+                    ref_margin = sequence_logps(reference, prompt_ids, chosen_ids) - sequence_logps(
+                        reference, prompt_ids, ids
+                    )
+                margin = sequence_logps(policy, prompt_ids, chosen_ids) - sequence_logps(policy, prompt_ids, ids)
+                contrast_sum = contrast_sum - torch.nn.functional.logsigmoid(dpo_beta * (margin - ref_margin))
+    expected = alpha * distill_sum / num_tokens + weight * contrast_sum / (len(rows) * K)
+    expected.backward()
+
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    for (name, param), (_, ref_param) in zip(trainer.model.named_parameters(), policy.named_parameters()):
+        torch.testing.assert_close(param.grad, ref_param.grad, rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_literal_normalizers(model_dirs, tmp_path):
+    rows = arithmetic_rows(2)
+    kwargs = dict(vtd_distill_backend="naive")
+    default = make_trainer(model_dirs, tmp_path, **kwargs)
+    default.compute_loss(default.model, generation_batch(default, rows))
+    literal = make_trainer(
+        model_dirs, tmp_path, vtd_distill_normalizer="distilled_tokens", vtd_contrast_normalizer="pairs", **kwargs
+    )
+    out = generation_batch(literal, rows)
+    literal.compute_loss(literal.model, out)
+    tokens_ratio = out["num_items_in_batch"].item() / out["vtd_num_distilled_tokens"].item()
+    base, lit = last_metrics(default), last_metrics(literal)
+    assert lit["vtd/distill_loss"] == pytest.approx(base["vtd/distill_loss"] * tokens_ratio, rel=1e-5)
+    assert lit["vtd/contrast_loss"] == pytest.approx(base["vtd/contrast_loss"] * 8 / 4, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------- training
+
+
+def one_step_update(model_dirs, tmp_path, per_device, accumulation):
+    rows = arithmetic_rows(4)
+    args = dict(
+        num_generations=K,
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        optim="sgd",
+        learning_rate=1.0,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+    )
+    trainer = VtDTrainer(
+        model=model_dirs["student"],
+        teacher_model=model_dirs["teacher"],
+        args=vtd_args(tmp_path / f"{per_device}x{accumulation}", **args),
+        train_dataset=Dataset.from_list(rows),
+        rollout_func=fixed_rollout(mixed_completions),
+    )
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.train()
+    return {name: before[name] - p.detach() for name, p in trainer.model.named_parameters()}
+
+
+def test_gradient_is_independent_of_accumulation(model_dirs, tmp_path):
+    """One generation batch of 16 completions: 1 micro-batch of 16, 2 of 8 or 4 of 4 give the same update."""
+    reference = one_step_update(model_dirs, tmp_path, per_device=16, accumulation=1)
+    assert max(d.abs().max().item() for d in reference.values()) > 1e-4
+    for per_device, accumulation in ((8, 2), (4, 4)):
+        update = one_step_update(model_dirs, tmp_path, per_device, accumulation)
+        for name, delta in reference.items():
+            torch.testing.assert_close(update[name], delta, rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_training_changes_the_student_and_never_the_teacher(model_dirs, tmp_path):
+    trainer = make_trainer(model_dirs, tmp_path, max_steps=3)
+    teacher = trainer.accelerator.unwrap_model(trainer.teacher_model)
+    teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student_before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train()
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    assert all(torch.equal(teacher_before[k], v) for k, v in teacher.state_dict().items())
+    assert any(not torch.equal(student_before[k], v) for k, v in trainer.model.state_dict().items())
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+    logged = set().union(*trainer.state.log_history)
+    for name in ("accuracy", "distill_fraction", "contrast_fraction", "skip_fraction", "distill_loss",
+                 "contrast_loss", "dpo_margin", "dpo_accuracy"):  # fmt: skip
+        assert f"vtd/{name}" in logged
+
+
+def test_lora_training_and_adapter_free_reference(model_dirs, tmp_path):
+    from peft import LoraConfig
+
+    rows = arithmetic_rows(2)
+    args = vtd_args(tmp_path, num_generations=K, per_device_train_batch_size=8, max_steps=2)
+    trainer = VtDTrainer(
+        model=model_dirs["student"],
+        teacher_model=model_dirs["teacher"],
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        rollout_func=fixed_rollout(mixed_completions),
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
+    assert trainer.reference_model is None  # the reference is the base model, adapters disabled
+    out = generation_batch(trainer, rows)
+    base = AutoModelForCausalLM.from_pretrained(model_dirs["student"])
+    tokenizer = trainer.processing_class
+    prompt_ids = out["prompt_ids"][1][out["prompt_mask"][1].bool()].tolist()
+    rejected = out["completion_ids"][1][out["completion_mask"][1].bool()].tolist()
+    expected = sequence_logps(base, prompt_ids, rejected)
+    assert out["vtd_ref_rejected_logps"][1].item() == pytest.approx(expected.item(), rel=1e-5)
+    lora_before = {n: p.clone() for n, p in trainer.model.named_parameters() if "lora" in n}
+    frozen_before = {n: p.clone() for n, p in trainer.model.named_parameters() if "lora" not in n}
+    trainer.train()
+    params = dict(trainer.model.named_parameters())
+    assert any(not torch.equal(lora_before[n], params[n]) for n in lora_before)
+    assert all(torch.equal(frozen_before[n], params[n]) for n in frozen_before)
+    assert all(math.isfinite(e["loss"]) for e in trainer.state.log_history if "loss" in e)
+    del tokenizer
+
+
+# ---------------------------------------------------------------------------------------------------- setup errors
+
+
+def test_vocabulary_mismatch_is_a_clear_error(model_dirs, tmp_path):
+    from vtd_trl.demo.models import tiny_qwen3
+    from vtd_trl.demo.tokenizer import build_char_tokenizer
+
+    other = build_char_tokenizer(extra_tokens=["<answer>"])
+    path = tmp_path / "other-teacher"
+    tiny_qwen3(other, hidden_size=32).save_pretrained(path)
+    other.save_pretrained(path)
+    with pytest.raises(ValueError, match=r"teacher's vocabulary \(106 tokens\) differs from the student's \(105"):
+        VtDTrainer(
+            model=model_dirs["student"],
+            teacher_model=str(path),
+            args=vtd_args(tmp_path),
+            train_dataset=Dataset.from_list(arithmetic_rows(2)),
+        )
+
+
+def test_missing_columns_and_teacher_are_clear_errors(model_dirs, tmp_path):
+    rows = [{"prompt": r["prompt"], "answer": r["answer"]} for r in arithmetic_rows(2)]
+    with pytest.raises(ValueError, match="'reference'.*vtd_chosen_source='sibling'"):
+        VtDTrainer(model_dirs["student"], model_dirs["teacher"], vtd_args(tmp_path), Dataset.from_list(rows))
+    with pytest.raises(ValueError, match="'gold'.*vtd_answer_column"):
+        VtDTrainer(
+            model_dirs["student"],
+            model_dirs["teacher"],
+            vtd_args(tmp_path, vtd_answer_column="gold"),
+            Dataset.from_list(arithmetic_rows(2)),
+        )
+    with pytest.raises(ValueError, match="teacher_model_name_or_path"):
+        VtDTrainer(model_dirs["student"], args=vtd_args(tmp_path), train_dataset=Dataset.from_list(arithmetic_rows(2)))
+
+
+def test_model_card_names_the_method(model_dirs, tmp_path):
+    trainer = make_trainer(model_dirs, tmp_path)
+    trainer.create_model_card(model_name="tiny-vtd")
+    card = (tmp_path / "README.md").read_text()
+    assert "- vtd" in card and "VtD" in card
