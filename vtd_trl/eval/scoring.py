@@ -40,15 +40,16 @@ def majority_vote(
     its class.
     """
     classes: list[list[int]] = []
+    class_of: dict[str, int] = {}  # a repeated string joins its class without another (slow, symbolic) check
     for index, answer in enumerate(answers):
         if answer is None:
             continue
-        for members in classes:
-            if equivalent(answer, answers[members[0]]):
-                members.append(index)
-                break
-        else:
-            classes.append([index])
+        if answer not in class_of:
+            matches = (i for i, members in enumerate(classes) if equivalent(answer, answers[members[0]]))
+            class_of[answer] = next(matches, len(classes))
+            if class_of[answer] == len(classes):
+                classes.append([])
+        classes[class_of[answer]].append(index)
     if not classes:
         return None
     return max(classes, key=len)[0]  # max keeps the first of equal-sized classes
