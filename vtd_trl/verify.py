@@ -621,7 +621,9 @@ def _serve() -> None:
         signal.setitimer(signal.ITIMER_REAL, seconds)
         try:
             gold_parsed = parse_gold(gold)
-            if gold_parsed:
+            # math-verify falls back to the raw string when nothing parses; such a gold ("?", "\\frac{}{}") would
+            # only match itself character for character, so it counts as unparseable.
+            if any(not isinstance(parsed, str) for parsed in gold_parsed):
                 verdict = False
                 if pred:
                     pred_parsed = parse(f"${pred}$", parsing_timeout=None)

@@ -1,0 +1,234 @@
+import json
+import logging
+import re
+
+import pytest
+from datasets import Dataset
+
+from vtd_trl.data import (
+    DEFAULT_INSTRUCTION,
+    RowError,
+    chat_prompt,
+    format_gsm8k,
+    format_math,
+    gsm8k_answer,
+    gsm8k_reference,
+    load_vtd_dataset,
+    prepare_vtd_dataset,
+)
+from vtd_trl.verify import extract_answer, verify
+
+# The first GSM8K training row, verbatim.
+GSM8K_ROW = {
+    "question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May?",
+    "answer": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
+    "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72",
+}
+GSM8K_EXPECTED = {
+    "prompt": [
+        {
+            "role": "user",
+            "content": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+            "How many clips did Natalia sell altogether in April and May?\n"
+            "Please reason step by step, and put your final answer within \\boxed{}.",
+        }
+    ],
+    "answer": "72",
+    "reference": "Natalia sold 48/2 = 24 clips in May.\n"
+    "Natalia sold 48+24 = 72 clips altogether in April and May.\nThe final answer is \\boxed{72}",
+}
+
+MATH_ROW = {
+    "problem": "What is the value of $\\sqrt{36 \\times \\sqrt{16}}$?",
+    "solution": "Calculating from the inside out, $$\\sqrt{36 \\times \\sqrt{16}} = \\sqrt{36 \\times 4} = "
+    "\\sqrt{144} = \\boxed{12}.$$",
+    "level": "Level 1",
+    "type": "Prealgebra",
+}
+MATH_FRACTION_ROW = {
+    "problem": "Simplify $\\frac{2}{4}$.",
+    "solution": "Divide by 2: $\\frac{2}{4} = \\boxed{\\frac{1}{2}}$. ",
+}
+
+
+def test_format_gsm8k_exact_strings():
+    assert format_gsm8k(GSM8K_ROW) == GSM8K_EXPECTED
+
+
+def test_gsm8k_reference_is_read_by_the_verifier():
+    reference = GSM8K_EXPECTED["reference"]
+    assert reference.endswith("\\boxed{72}")
+    assert extract_answer(reference) == "72"
+    assert verify(reference, "72") is True
+
+
+@pytest.mark.parametrize(
+    "solution, answer, reference",
+    [
+        ("So <<2*3=6>>6 apples.\n#### 6", "6", "So 6 apples.\nThe final answer is \\boxed{6}"),
+        ("Total 1,080 <<a>>.\n#### 1,080\n", "1080", "Total 1,080 .\nThe final answer is \\boxed{1080}"),
+        ("It costs $-3.5.\n####   -3.5  ", "-3.5", "It costs $-3.5.\nThe final answer is \\boxed{-3.5}"),
+        ("#### 4", "4", "The final answer is \\boxed{4}"),
+    ],
+)
+def test_gsm8k_answer_and_reference(solution, answer, reference):
+    assert gsm8k_answer(solution) == answer
+    assert gsm8k_reference(solution) == reference
+
+
+@pytest.mark.parametrize("solution", ["5 apples", "#### ", "#### 5\nthen more text"])
+def test_gsm8k_answer_needs_a_final_marker(solution):
+    with pytest.raises(ValueError, match="has no final '#### <answer>' line"):
+        gsm8k_answer(solution)
+
+
+def test_format_math_exact_strings():
+    assert format_math(MATH_ROW) == {
+        "prompt": [
+            {
+                "role": "user",
+                "content": "What is the value of $\\sqrt{36 \\times \\sqrt{16}}$?\n" + DEFAULT_INSTRUCTION,
+            }
+        ],
+        "answer": "12",
+        "reference": MATH_ROW["solution"],
+    }
+    assert format_math(MATH_FRACTION_ROW, instruction=None) == {
+        "prompt": [{"role": "user", "content": "Simplify $\\frac{2}{4}$."}],
+        "answer": "\\frac{1}{2}",
+        "reference": "Divide by 2: $\\frac{2}{4} = \\boxed{\\frac{1}{2}}$.",
+    }
+
+
+def test_format_math_needs_a_boxed_answer():
+    with pytest.raises(ValueError, match=r"has no \\boxed\{...\} answer in column 'solution'"):
+        format_math({"problem": "p", "solution": "The answer is 5."})
+
+
+def test_chat_prompt():
+    assert chat_prompt("  What is 6*7? ") == [{"role": "user", "content": f"What is 6*7?\n{DEFAULT_INSTRUCTION}"}]
+    assert chat_prompt("What is 6*7?", "Answer in \\boxed{}.") == [
+        {"role": "user", "content": "What is 6*7?\nAnswer in \\boxed{}."}
+    ]
+
+
+def test_prepare_infers_the_style_and_keeps_order():
+    gsm8k = prepare_vtd_dataset(Dataset.from_list([GSM8K_ROW, {**GSM8K_ROW, "answer": "Two.\n#### 2"}]))
+    assert gsm8k.column_names == ["prompt", "answer", "reference"]
+    assert gsm8k["answer"] == ["72", "2"]
+    assert gsm8k[1]["reference"] == "Two.\nThe final answer is \\boxed{2}"
+    math = prepare_vtd_dataset(Dataset.from_list([MATH_ROW, MATH_FRACTION_ROW]))
+    assert math["answer"] == ["12", "\\frac{1}{2}"]
+
+
+def test_prepare_with_column_mapping():
+    rows = [
+        {"q": "What is 2+2?", "final": 4, "cot": "2+2 makes 4."},
+        {
+            "q": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "3+3?"}],
+            "final": 6,
+            "cot": "3+3 = \\boxed{6}",
+        },
+    ]
+    dataset = prepare_vtd_dataset(
+        Dataset.from_list(rows[:1]), columns={"prompt": "q", "answer": "final", "reference": "cot"}
+    )
+    assert dataset[0] == {
+        "prompt": [{"role": "user", "content": f"What is 2+2?\n{DEFAULT_INSTRUCTION}"}],
+        "answer": "4",
+        "reference": "2+2 makes 4.",
+    }
+    conversational = prepare_vtd_dataset(
+        Dataset.from_list(rows[1:]), "columns", columns={"prompt": "q", "answer": "final", "reference": "cot"}
+    )
+    assert conversational[0]["prompt"] == rows[1]["q"]
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+BAD_ROWS = [
+    GSM8K_ROW,
+    {"question": "How many?"},  # row 1: no answer
+    {"question": "How many?", "answer": "Seven.\n#### seven"},  # row 2: answer is not a number
+    {"question": "How many?", "answer": "No marker here"},  # row 3: no #### line
+    {"question": "", "answer": "#### 3"},  # row 4: empty question
+    {"question": "How many?", "answer": "#### 3"},
+]
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        (1, r"row 1 \(counting from 0\): column 'answer' is missing \(the row has \['question'\]\)"),
+        (2, r"row 2 \(counting from 0\): has a final '#### seven' line that is not a number"),
+        (3, r"row 3 \(counting from 0\): has no final '#### <answer>' line"),
+        (4, r"row 4 \(counting from 0\): column 'question' is empty"),
+    ],
+)
+def test_local_file_errors_name_file_row_and_column(tmp_path, row, message):
+    path = _write_jsonl(tmp_path / "gsm8k_bad.jsonl", [GSM8K_ROW, BAD_ROWS[row]])
+    # The failing row is row 1 of this two-row file.
+    message = message.replace(f"row {row} ", "row 1 ")
+    with pytest.raises(RowError, match=f"{path} {message}.*on_error='skip'"):
+        load_vtd_dataset(path, "gsm8k")
+
+
+def test_skip_drops_and_counts_bad_rows(tmp_path, caplog):
+    path = _write_jsonl(tmp_path / "gsm8k_bad.jsonl", BAD_ROWS)
+    with caplog.at_level(logging.WARNING, logger="vtd_trl.data"):
+        dataset = load_vtd_dataset(path, on_error="skip")
+    assert dataset["answer"] == ["72", "3"]
+    assert f"Skipped 4 of 6 rows of {path} (row 1: column 'answer' is missing" in caplog.text
+    assert "row 2: has a final '#### seven' line that is not a number" in caplog.text
+
+
+@pytest.mark.parametrize("answer", ["?", "\\frac{}{}"])
+def test_unparseable_answers_are_rejected(answer):
+    rows = [MATH_ROW, {"problem": "p", "solution": f"Hence \\boxed{{{answer}}}."}]
+    message = f"dataset row 1 (counting from 0): column 'answer' value {answer!r} cannot be parsed as a math answer"
+    with pytest.raises(RowError, match=re.escape(message)):
+        prepare_vtd_dataset(Dataset.from_list(rows))
+
+
+def test_reference_must_end_with_the_answer():
+    rows = [{"q": "2+2?", "a": "4", "r": "2+2 = \\boxed{5}"}]
+    with pytest.raises(RowError, match=r"row 0 .*column 'reference' does not end with an answer equivalent to '4'"):
+        prepare_vtd_dataset(Dataset.from_list(rows), columns={"prompt": "q", "answer": "a", "reference": "r"})
+    unchecked = prepare_vtd_dataset(
+        Dataset.from_list(rows), columns={"prompt": "q", "answer": "a", "reference": "r"}, check_answers=False
+    )
+    assert unchecked["reference"] == ["2+2 = \\boxed{5}"]
+
+
+@pytest.mark.parametrize("extension", ["jsonl", "json", "parquet"])
+def test_local_formats(tmp_path, extension):
+    path = tmp_path / f"math.{extension}"
+    rows = [MATH_ROW, MATH_FRACTION_ROW]
+    if extension == "jsonl":
+        _write_jsonl(path, rows)
+    elif extension == "json":
+        path.write_text(json.dumps(rows))
+    else:
+        Dataset.from_list(rows).to_parquet(str(path))
+    dataset = load_vtd_dataset(str(path))
+    assert dataset["answer"] == ["12", "\\frac{1}{2}"]
+    assert dataset[1]["reference"] == "Divide by 2: $\\frac{2}{4} = \\boxed{\\frac{1}{2}}$."
+
+
+def test_unknown_layouts_and_options_are_explained(tmp_path):
+    with pytest.raises(ValueError, match=r"Cannot tell the layout of dataset from its columns \['x'\]"):
+        prepare_vtd_dataset(Dataset.from_list([{"x": 1}]))
+    with pytest.raises(ValueError, match="style must be 'gsm8k', 'math' or 'columns', got 'gsm'"):
+        prepare_vtd_dataset(Dataset.from_list([GSM8K_ROW]), "gsm")
+    with pytest.raises(ValueError, match=r"unknown keys \['solution'\]"):
+        prepare_vtd_dataset(Dataset.from_list([GSM8K_ROW]), columns={"solution": "answer"})
+    with pytest.raises(ValueError, match="on_error must be 'raise' or 'skip', got 'ignore'"):
+        prepare_vtd_dataset(Dataset.from_list([GSM8K_ROW]), on_error="ignore")
+    csv = tmp_path / "rows.csv"
+    csv.write_text("question,answer\n")
+    with pytest.raises(ValueError, match=r"local files must end in \['.json', '.jsonl', '.parquet'\], got '.csv'"):
+        load_vtd_dataset(str(csv))
