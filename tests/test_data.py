@@ -232,3 +232,18 @@ def test_unknown_layouts_and_options_are_explained(tmp_path):
     csv.write_text("question,answer\n")
     with pytest.raises(ValueError, match=r"local files must end in \['.json', '.jsonl', '.parquet'\], got '.csv'"):
         load_vtd_dataset(str(csv))
+
+
+def test_hub_datasets_are_named_in_errors(monkeypatch):
+    # The hub is out of reach in tests: stand in for load_dataset and check what it is asked for.
+    calls = []
+
+    def fake_load_dataset(path, name=None, split=None, **kwargs):
+        calls.append((path, name, split))
+        return Dataset.from_list([GSM8K_ROW, {"question": "q", "answer": "no marker"}])
+
+    monkeypatch.setattr("vtd_trl.data.load_dataset", fake_load_dataset)
+    with pytest.raises(RowError, match=re.escape("openai/gsm8k (main, test) row 1 (counting from 0): has no final")):
+        load_vtd_dataset("openai/gsm8k", config="main", split="test")
+    assert calls == [("openai/gsm8k", "main", "test")]
+    assert load_vtd_dataset("openai/gsm8k", config="main", on_error="skip")["answer"] == ["72"]
