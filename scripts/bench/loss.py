@@ -1,0 +1,197 @@
+"""Benchmark: distillation loss forward + backward at Qwen3's vocabulary, per backend, against TRL's chunked kernel.
+
+Each configuration runs in a fresh process, so its extra peak memory (above the inputs) is its own: peak RSS on CPU,
+`torch.cuda.max_memory_allocated` on CUDA. Errors are relative to an fp64 reference computed on the same inputs.
+
+    python scripts/bench/loss.py                       # CPU sizes: a few minutes on 2 cores
+    python scripts/bench/loss.py --tokens 2048 --student-hidden 2048 --teacher-hidden 4096 --device cuda
+
+Prints a Markdown table and writes it as JSON (`--output`).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+CONFIGS = ["naive", "chunked", "liger", "auto", "trl_chunked"]
+
+
+def make_inputs(args, dtype):
+    generator = torch.Generator().manual_seed(0)
+    shape = (args.tokens,)
+    student_hidden = torch.randn(*shape, args.student_hidden, generator=generator) / args.student_hidden**0.25
+    teacher_hidden = torch.randn(*shape, args.teacher_hidden, generator=generator) / args.teacher_hidden**0.25
+    student_weight = torch.randn(args.vocab, args.student_hidden, generator=generator) / args.student_hidden**0.25
+    teacher_weight = torch.randn(args.vocab, args.teacher_hidden, generator=generator) / args.teacher_hidden**0.25
+    mask = torch.ones(shape, dtype=torch.bool)
+    mask[-args.tokens // 8 :] = False  # some padding, as in a real batch
+    tensors = [x.to(args.device, dtype) for x in (student_hidden, student_weight, teacher_hidden, teacher_weight)]
+    return *tensors, mask.to(args.device)
+
+
+def reference(args) -> dict:
+    """fp64 loss and gradients, token chunk by token chunk (full logits of a chunk at a time)."""
+    student_hidden, student_weight, teacher_hidden, teacher_weight, mask = make_inputs(args, torch.float64)
+    from vtd_trl.losses import generalized_jsd
+
+    student_weight.requires_grad_()
+    grad_hidden = torch.zeros_like(student_hidden)
+    loss = 0.0
+    valid = mask.nonzero().squeeze(-1)
+    for start in range(0, len(valid), 256):
+        rows = valid[start : start + 256]
+        hidden = student_hidden[rows].requires_grad_()
+        student_logits = hidden @ student_weight.t() / args.temperature
+        teacher_logits = teacher_hidden[rows] @ teacher_weight.t() / args.temperature
+        chunk = generalized_jsd(student_logits, teacher_logits, args.beta).sum() / len(valid)
+        chunk.backward()
+        grad_hidden[rows] = hidden.grad
+        loss += chunk.item()
+    return {"loss": loss, "grad_hidden": grad_hidden.cpu(), "grad_weight": student_weight.grad.cpu()}
+
+
+def trl_chunked(student_hidden, student_weight, teacher_hidden, teacher_weight, mask, beta, temperature):
+    from trl.kernels.chunked_divergence import ChunkedDivergenceFunction
+
+    divergence, _ = ChunkedDivergenceFunction.apply(
+        student_hidden[mask], student_weight, None, teacher_hidden[mask], teacher_weight, None, beta, temperature
+    )
+    return divergence.sum() / mask.sum()
+
+
+def reset_peak(device) -> int:
+    """Reset the peak-memory counter and return the memory in use now."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated()
+    with open("/proc/self/clear_refs", "w") as f:  # "5" resets the peak resident set size (VmHWM)
+        f.write("5")
+    return _proc_status_kb("VmRSS") * 1024
+
+
+def peak_bytes(device) -> int:
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated()
+    return _proc_status_kb("VmHWM") * 1024
+
+
+def _proc_status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def run_one(args, config: str, dtype_name: str, reference_file: str) -> dict:
+    from vtd_trl.losses import distillation_loss, resolve_backend
+
+    dtype = getattr(torch, dtype_name)
+    student_hidden, student_weight, teacher_hidden, teacher_weight, mask = make_inputs(args, dtype)
+    student_hidden.requires_grad_()
+    student_weight.requires_grad_()
+
+    def step():
+        student_hidden.grad = student_weight.grad = None
+        if config == "trl_chunked":
+            loss = trl_chunked(
+                student_hidden, student_weight, teacher_hidden, teacher_weight, mask, args.beta, args.temperature
+            )
+        else:
+            loss = distillation_loss(
+                student_hidden,
+                student_weight,
+                teacher_hidden,
+                teacher_weight,
+                mask,
+                beta=args.beta,
+                temperature=args.temperature,
+                backend=config,
+            )
+        loss.backward()
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        return loss
+
+    step()  # warm-up: one-time allocations (kernels, thread pools) are not the loss's
+    baseline = reset_peak(args.device)
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        loss = step()
+        times.append(time.perf_counter() - start)
+    extra = peak_bytes(args.device) - baseline
+    ref = torch.load(reference_file)
+
+    def relative(a, b):
+        return ((a.double().cpu() - b).norm() / b.norm()).item()
+
+    device = torch.device(args.device)
+    return {
+        "config": config if config != "auto" else f"auto ({resolve_backend('auto', device)})",
+        "dtype": dtype_name,
+        "extra_peak_mb": extra / 2**20,
+        "seconds": sorted(times)[len(times) // 2],
+        "loss_rel_error": abs(loss.item() - ref["loss"]) / abs(ref["loss"]),
+        "grad_hidden_rel_error": relative(student_hidden.grad, ref["grad_hidden"]),
+        "grad_weight_rel_error": relative(student_weight.grad, ref["grad_weight"]),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=2048)
+    parser.add_argument("--vocab", type=int, default=151936)
+    parser.add_argument("--student-hidden", type=int, default=256)
+    parser.add_argument("--teacher-hidden", type=int, default=384)
+    parser.add_argument("--beta", type=float, default=0.0)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--configs", nargs="+", default=CONFIGS)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--output", default="loss_bench.json")
+    parser.add_argument("--one", nargs=3, metavar=("CONFIG", "DTYPE", "REFERENCE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.one:
+        print(json.dumps(run_one(args, *args.one)))
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        reference_file = os.path.join(tmp, "reference.pt")
+        torch.save(reference(args), reference_file)
+        rows = []
+        passthrough = [a for a in sys.argv[1:] if a not in ("--configs", "--dtypes", *args.configs, *args.dtypes)]
+        for dtype in args.dtypes:
+            for config in args.configs:
+                command = [sys.executable, __file__, *passthrough, "--one", config, dtype, reference_file]
+                # Large allocations straight from mmap, so freed memory leaves the process and RSS tracks live tensors
+                env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+                result = subprocess.run(command, capture_output=True, text=True, env=env)
+                if result.returncode != 0:
+                    print(f"{config} {dtype} failed:\n{result.stderr[-2000:]}", file=sys.stderr)
+                    continue
+                rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+                print(f"done: {config} {dtype}", file=sys.stderr)
+
+    header = ["config", "dtype", "extra peak MB", "time fwd+bwd s", "loss rel err", "grad_h rel err", "grad_W rel err"]
+    print(f"\ntokens={args.tokens} vocab={args.vocab} H_s={args.student_hidden} H_t={args.teacher_hidden} "
+          f"beta={args.beta} device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}\n")  # fmt: skip
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print(
+            f"| {r['config']} | {r['dtype']} | {r['extra_peak_mb']:.0f} | {r['seconds']:.2f} | "
+            f"{r['loss_rel_error']:.1e} | {r['grad_hidden_rel_error']:.1e} | {r['grad_weight_rel_error']:.1e} |"
+        )
+    with open(args.output, "w") as f:
+        json.dump({"args": vars(args), "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
