@@ -140,7 +140,7 @@ def extract_answer(text: str) -> str | None:
         last = deque(pattern.finditer(text), maxlen=1)
         if last:
             answer = _SENTENCE_END.split(last[0].group(1), maxsplit=1)[0]
-            return _strip_math_delimiters(answer) or None
+            return _strip_math_delimiters(answer.strip().strip("*").strip()) or None  # also **bold** markdown
     last = deque(_LAST_NUMBER.finditer(text), maxlen=1)
     return last[0].group().replace("−", "-") if last else None
 
@@ -170,7 +170,8 @@ _UNICODE = str.maketrans(
     }
 )
 _INVISIBLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u2060\ufeff]")
-_SPACING = re.compile(r"\\[,!;: ]|\\q?quad\b|\\left\b|\\right\b|~")
+_THIN_SPACE = re.compile(r"\\[,!;:]|\\left\b|\\right\b")  # `1\,000` is a thousands separator, not a space
+_WIDE_SPACE = re.compile(r"\\ |\\q?quad\b|~")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\degree\b")
 _WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
 _UNIT = re.compile(
@@ -192,11 +193,13 @@ _MATH_VERIFY_DECIMALS = 6
 
 
 def _normalize(answer: str) -> str:
+    if len(answer) > MAX_ANSWER_CHARS:
+        return answer  # the pre-filter rejects it; normalizing a megabyte would only cost time
     answer = _INVISIBLE.sub("", answer.translate(_UNICODE))
     answer = _strip_math_delimiters(answer)
     answer = answer.replace("\\$", "").replace("$", "").replace("{,}", ",")
     answer = answer.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\%", "%")
-    answer = _DEGREES.sub("", _SPACING.sub("", answer)).strip()
+    answer = _DEGREES.sub("", _WIDE_SPACE.sub(" ", _THIN_SPACE.sub("", answer))).strip()
     wrapped = _WRAPPER.fullmatch(answer)
     if wrapped:
         answer = wrapped.group(1).strip()
