@@ -367,6 +367,14 @@ def test_hard_deadline_kills_a_stuck_worker():
     assert verify(r"\boxed{\sqrt{8}}", r"2\sqrt{2}") is True
 
 
+def test_worker_that_cannot_start_is_reported(monkeypatch):
+    # An environment problem (math-verify missing, say) must surface, not read as "every answer is wrong".
+    monkeypatch.setattr(vtd_verify, "_WORKER_BOOT", "raise SystemExit(3)")
+    monkeypatch.setattr(vtd_verify, "_pool", None)
+    with pytest.raises(RuntimeError, match=r"did not start within 120 s \(exit code: 3; .*math-verify\[antlr4_13_2\]"):
+        verify(r"\boxed{\sqrt{2}}", r"\sqrt{2}")
+
+
 def test_bounded_in_a_worker_thread():
     # math-verify's own timeouts raise in a non-main thread; ours must still hold there.
     results = {}
