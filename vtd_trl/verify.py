@@ -586,6 +586,8 @@ def _serve() -> None:
     """Runs in the worker subprocess: reads `[gold, pred, seconds]` lines, writes one verdict line per request."""
     protocol = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # stray prints from the parsers must not corrupt the protocol
+    # Ctrl-C in the terminal reaches the whole process group; the parent decides when its workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import resource
 
