@@ -1,0 +1,182 @@
+"""Benchmark: one optimizer step of VtDTrainer vs GRPOTrainer vs TRL's DistillationTrainer on CPU.
+
+The three trainers get the same tiny Qwen3-architecture student and teacher (built from configs, with a vocabulary
+padded to `--vocab` so the LM head costs what it costs at scale), the same prompts, the same K, and completions of
+exactly `--length` tokens. Generation (sampling + scoring) and loss + backward are timed separately, medians over
+`--steps` steps after one warm-up step.
+
+    python scripts/bench/step.py            # about 5 minutes on 2 cores
+
+Prints a Markdown table and the ratios, and writes JSON (`--output`).
+"""
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from collections import defaultdict
+from statistics import median
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from trl import DistillationConfig, DistillationTrainer, GRPOConfig, GRPOTrainer  # noqa: E402
+
+from vtd_trl import VtDConfig, VtDTrainer  # noqa: E402
+from vtd_trl.demo.models import tiny_qwen3  # noqa: E402
+from vtd_trl.demo.tokenizer import build_char_tokenizer  # noqa: E402
+from vtd_trl.rewards import correctness_reward  # noqa: E402
+
+
+def timed(trainer_cls):
+    """A subclass of `trainer_cls` that records where each training step spends its time."""
+
+    class Timed(trainer_cls):
+        timings = defaultdict(list)
+
+        def _generate_and_score_completions(self, inputs):
+            start = time.perf_counter()
+            output = super()._generate_and_score_completions(inputs)
+            self.timings["generation"].append(time.perf_counter() - start)
+            return output
+
+        def _reference_logps(self, output, pairs):  # VtD only: the DPO reference, inside the generation phase
+            start = time.perf_counter()
+            result = super()._reference_logps(output, pairs)
+            self.timings["reference"].append(time.perf_counter() - start)
+            return result
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            start = time.perf_counter()
+            generated = len(self.timings["generation"])
+            output = super().training_step(model, inputs, num_items_in_batch)
+            elapsed = time.perf_counter() - start
+            if len(self.timings["generation"]) > generated:
+                elapsed -= self.timings["generation"][-1]
+            self.timings["loss_backward"].append(elapsed)
+            return output
+
+    Timed.__name__ = trainer_cls.__name__
+    return Timed
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--length", type=int, default=64)
+    parser.add_argument("--vocab", type=int, default=32768)
+    parser.add_argument("--student-hidden", type=int, default=256)
+    parser.add_argument("--teacher-hidden", type=int, default=384)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--output", default="step_bench.json")
+    args = parser.parse_args()
+
+    tokenizer = build_char_tokenizer(extra_tokens=[f"<w{i}>" for i in range(args.vocab - len(build_char_tokenizer()))])
+    tmp = tempfile.mkdtemp()
+    paths = {}
+    for name, hidden, seed in (("student", args.student_hidden, 0), ("teacher", args.teacher_hidden, 1)):
+        model = tiny_qwen3(tokenizer, hidden_size=hidden, num_hidden_layers=args.layers, seed=seed)
+        model.save_pretrained(f"{tmp}/{name}")
+        tokenizer.save_pretrained(f"{tmp}/{name}")
+        paths[name] = f"{tmp}/{name}"
+    rows = [
+        {"prompt": [{"role": "user", "content": f"What is {a}+{a + 7}?"}], "answer": str(2 * a + 7),
+         "reference": f"{a}+{a + 7}={2 * a + 7}. \\boxed{{{2 * a + 7}}}"}
+        for a in range(args.prompts * (args.steps + 1))
+    ]  # fmt: skip
+    batch = args.prompts * args.k
+    common = dict(
+        max_completion_length=args.length,
+        generation_kwargs={"min_new_tokens": args.length},  # every completion has exactly `length` tokens
+        learning_rate=1e-5,
+        max_steps=args.steps + 1,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        bf16=False,
+        use_cpu=True,
+        gradient_checkpointing=False,
+        seed=0,
+    )
+    setups = {
+        "GRPOTrainer": lambda: timed(GRPOTrainer)(
+            model=paths["student"],
+            reward_funcs=correctness_reward,
+            args=GRPOConfig(
+                output_dir=f"{tmp}/grpo", num_generations=args.k, per_device_train_batch_size=batch, **common
+            ),
+            train_dataset=Dataset.from_list(rows),
+        ),
+        "DistillationTrainer": lambda: timed(DistillationTrainer)(
+            model=paths["student"],
+            teacher_model=paths["teacher"],
+            args=DistillationConfig(output_dir=f"{tmp}/distill", per_device_train_batch_size=batch, **common),
+            train_dataset=Dataset.from_list([row for row in rows for _ in range(args.k)]),
+        ),
+        "VtDTrainer": lambda: timed(VtDTrainer)(
+            model=paths["student"],
+            teacher_model=paths["teacher"],
+            args=VtDConfig(
+                output_dir=f"{tmp}/vtd", num_generations=args.k, per_device_train_batch_size=batch, **common
+            ),
+            train_dataset=Dataset.from_list(rows),
+        ),
+        "VtDTrainer (distill all + DPO)": lambda: timed(VtDTrainer)(
+            model=paths["student"],
+            teacher_model=paths["teacher"],
+            args=VtDConfig(
+                output_dir=f"{tmp}/vtd_all",
+                num_generations=args.k,
+                per_device_train_batch_size=batch,
+                vtd_distill_incorrect=True,
+                **common,
+            ),
+            train_dataset=Dataset.from_list(rows),
+        ),
+    }
+    results = {}
+    for name, build in setups.items():
+        torch.manual_seed(0)
+        trainer = build()
+        trainer.timings.clear()
+        trainer.train()
+        timings = {key: median(values[1:]) for key, values in trainer.timings.items()}  # drop the warm-up step
+        fractions = [h for h in trainer.state.log_history if "vtd/distill_fraction" in h]
+        if fractions:
+            timings["distill_fraction"] = median(h["vtd/distill_fraction"] for h in fractions[1:])
+            timings["contrast_fraction"] = median(h["vtd/contrast_fraction"] for h in fractions[1:])
+        results[name] = timings
+        print(f"done: {name} {timings}", flush=True)
+
+    print(
+        f"\nprompts={args.prompts} K={args.k} completion tokens={args.length} vocab={args.vocab} "
+        f"H_student={args.student_hidden} H_teacher={args.teacher_hidden} layers={args.layers} "
+        f"torch={torch.__version__} threads={torch.get_num_threads()}\n"
+    )
+    print("| trainer | generation s | (of which DPO reference) | loss + backward s | total s |")
+    print("|---|---|---|---|---|")
+    for name, t in results.items():
+        total = t["generation"] + t["loss_backward"]
+        t["total"] = total
+        print(
+            f"| {name} | {t['generation']:.2f} | {t.get('reference', 0.0):.2f} | {t['loss_backward']:.2f} | {total:.2f} |"
+        )
+    base = results["DistillationTrainer"]
+    for name in ("VtDTrainer", "VtDTrainer (distill all + DPO)"):
+        vtd = results[name]
+        print(
+            f"\n{name} / DistillationTrainer: total {vtd['total'] / base['total']:.2f}x, "
+            f"loss+backward {vtd['loss_backward'] / base['loss_backward']:.2f}x "
+            f"(routed: {vtd.get('distill_fraction', 0):.2f} distilled, {vtd.get('contrast_fraction', 0):.2f} contrast)"
+        )
+    with open(args.output, "w") as f:
+        json.dump({"args": vars(args), "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
