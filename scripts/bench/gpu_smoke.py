@@ -1,0 +1,128 @@
+"""GPU smoke test: a few VtD steps at Qwen3-1.7B (student) and Qwen3-8B (teacher) shapes, random bf16 weights.
+
+No hub access is needed: the models are built from configs on the GPU, the tokenizer is built in code (the heads keep
+Qwen3's 151,936 rows; tokens the tokenizer does not have are suppressed in sampling). Runs each distillation backend
+for `--steps` optimizer steps with transformers generation and short completions, then prints step time, completion
+tokens per second and peak GPU memory as a Markdown table (and JSON, `--output`).
+
+    python scripts/bench/gpu_smoke.py --backends liger chunked
+"""
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from transformers import AutoModelForCausalLM, Qwen3Config  # noqa: E402
+
+from vtd_trl import VtDConfig, VtDTrainer  # noqa: E402
+from vtd_trl.demo.tokenizer import build_char_tokenizer  # noqa: E402
+
+QWEN3_VOCAB = 151936
+SHAPES = {  # from the Qwen3-1.7B and Qwen3-8B configs
+    "student": dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16),
+    "teacher": dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32),
+}
+
+
+def qwen3_shaped(tokenizer, shape: dict, seed: int):
+    config = Qwen3Config(
+        vocab_size=QWEN3_VOCAB,
+        num_key_value_heads=8,
+        head_dim=128,
+        max_position_embeddings=40960,
+        rope_theta=1000000.0,
+        tie_word_embeddings=shape["hidden_size"] == 2048,  # Qwen3-1.7B ties its head, Qwen3-8B does not
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **shape,
+    )
+    torch.manual_seed(seed)
+    with torch.device("cuda"):
+        return AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", nargs="+", default=["liger", "chunked"])
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--prompts", type=int, default=2)
+    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--output", default="gpu_smoke.json")
+    args = parser.parse_args()
+
+    tokenizer = build_char_tokenizer()
+    teacher = qwen3_shaped(tokenizer, SHAPES["teacher"], seed=1)
+    rows = [
+        {"prompt": [{"role": "user", "content": f"What is {a}+{a + 7}?"}], "answer": str(2 * a + 7),
+         "reference": f"{a}+{a + 7}={2 * a + 7}. \\boxed{{{2 * a + 7}}}"}
+        for a in range(args.prompts * args.steps)
+    ]  # fmt: skip
+    unused_ids = list(range(len(tokenizer), QWEN3_VOCAB))
+    results = []
+    for backend in args.backends:
+        student = qwen3_shaped(tokenizer, SHAPES["student"], seed=0)
+        config = VtDConfig(
+            output_dir=tempfile.mkdtemp(),
+            num_generations=args.k,
+            per_device_train_batch_size=args.prompts * args.k,
+            max_completion_length=args.length,
+            generation_kwargs={"suppress_tokens": unused_ids},
+            max_steps=args.steps,
+            learning_rate=1e-6,
+            bf16=True,
+            gradient_checkpointing=True,
+            vtd_distill_backend=backend,
+            vtd_distill_incorrect=True,  # random models are never right: distil every completion, DPO on all
+            logging_steps=1,
+            report_to=[],
+            save_strategy="no",
+        )
+        trainer = VtDTrainer(
+            model=student,
+            teacher_model=teacher,
+            args=config,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            teacher_processing_class=tokenizer,
+        )
+        torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        trainer.train()
+        elapsed = time.perf_counter() - start
+        logs = [h for h in trainer.state.log_history if "step_time" in h]
+        tokens = sum(h["completions/mean_length"] * args.prompts * args.k for h in logs)
+        results.append(
+            {
+                "backend": backend,
+                "step_s": sum(h["step_time"] for h in logs[1:]) / max(1, len(logs) - 1),
+                "completion_tokens_per_s": tokens / elapsed,
+                "peak_gb": torch.cuda.max_memory_allocated() / 2**30,
+                "loss": [h["loss"] for h in trainer.state.log_history if "loss" in h],
+            }
+        )
+        print(json.dumps(results[-1]), flush=True)
+        del trainer, student
+        torch.cuda.empty_cache()
+
+    print(f"\n{torch.cuda.get_device_name()} | torch {torch.__version__} | student 1.7B-shaped, teacher 8B-shaped")
+    print(
+        f"{args.prompts} prompts x K={args.k}, {args.length} completion tokens, {args.steps} steps (first = warm-up)\n"
+    )
+    print("| backend | step s | completion tokens/s | peak GPU GB |")
+    print("|---|---|---|---|")
+    for r in results:
+        print(f"| {r['backend']} | {r['step_s']:.2f} | {r['completion_tokens_per_s']:.0f} | {r['peak_gb']:.1f} |")
+    with open(args.output, "w") as f:
+        json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
