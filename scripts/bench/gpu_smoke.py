@@ -31,20 +31,23 @@ SHAPES = {  # from the Qwen3-1.7B and Qwen3-8B configs
 }
 
 
-def qwen3_shaped(tokenizer, shape: dict, seed: int):
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
+
+
+def qwen3_shaped(tokenizer, shape: dict, seed: int, device: str):
     config = Qwen3Config(
         vocab_size=QWEN3_VOCAB,
-        num_key_value_heads=8,
-        head_dim=128,
+        num_key_value_heads=8 if shape is not TINY else 2,
+        head_dim=shape["hidden_size"] // shape["num_attention_heads"],
         max_position_embeddings=40960,
         rope_theta=1000000.0,
-        tie_word_embeddings=shape["hidden_size"] == 2048,  # Qwen3-1.7B ties its head, Qwen3-8B does not
+        tie_word_embeddings=shape is SHAPES["student"],  # Qwen3-1.7B ties its head, Qwen3-8B does not
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         **shape,
     )
     torch.manual_seed(seed)
-    with torch.device("cuda"):
+    with torch.device(device):
         return AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
 
 
@@ -56,10 +59,13 @@ def main():
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--output", default="gpu_smoke.json")
+    parser.add_argument("--cpu-dry-run", action="store_true", help="tiny shapes on CPU, to check the script itself")
     args = parser.parse_args()
+    device = "cpu" if args.cpu_dry_run else "cuda"
+    shapes = {"student": TINY, "teacher": TINY} if args.cpu_dry_run else SHAPES
 
     tokenizer = build_char_tokenizer()
-    teacher = qwen3_shaped(tokenizer, SHAPES["teacher"], seed=1)
+    teacher = qwen3_shaped(tokenizer, shapes["teacher"], seed=1, device=device)
     rows = [
         {"prompt": [{"role": "user", "content": f"What is {a}+{a + 7}?"}], "answer": str(2 * a + 7),
          "reference": f"{a}+{a + 7}={2 * a + 7}. \\boxed{{{2 * a + 7}}}"}
@@ -68,7 +74,7 @@ def main():
     unused_ids = list(range(len(tokenizer), QWEN3_VOCAB))
     results = []
     for backend in args.backends:
-        student = qwen3_shaped(tokenizer, SHAPES["student"], seed=0)
+        student = qwen3_shaped(tokenizer, shapes["student"], seed=0, device=device)
         config = VtDConfig(
             output_dir=tempfile.mkdtemp(),
             num_generations=args.k,
@@ -77,7 +83,8 @@ def main():
             generation_kwargs={"suppress_tokens": unused_ids},
             max_steps=args.steps,
             learning_rate=1e-6,
-            bf16=True,
+            bf16=not args.cpu_dry_run,
+            use_cpu=args.cpu_dry_run,
             gradient_checkpointing=True,
             vtd_distill_backend=backend,
             vtd_distill_incorrect=True,  # random models are never right: distil every completion, DPO on all
@@ -93,7 +100,8 @@ def main():
             processing_class=tokenizer,
             teacher_processing_class=tokenizer,
         )
-        torch.cuda.reset_peak_memory_stats()
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         trainer.train()
         elapsed = time.perf_counter() - start
@@ -104,15 +112,18 @@ def main():
                 "backend": backend,
                 "step_s": sum(h["step_time"] for h in logs[1:]) / max(1, len(logs) - 1),
                 "completion_tokens_per_s": tokens / elapsed,
-                "peak_gb": torch.cuda.max_memory_allocated() / 2**30,
+                "peak_gb": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan"),
                 "loss": [h["loss"] for h in trainer.state.log_history if "loss" in h],
             }
         )
         print(json.dumps(results[-1]), flush=True)
         del trainer, student
-        torch.cuda.empty_cache()
+        if device == "cuda":
+            torch.cuda.empty_cache()
 
-    print(f"\n{torch.cuda.get_device_name()} | torch {torch.__version__} | student 1.7B-shaped, teacher 8B-shaped")
+    print(
+        f"\n{torch.cuda.get_device_name() if device == 'cuda' else 'CPU dry run'} | torch {torch.__version__} | student 1.7B-shaped, teacher 8B-shaped"
+    )
     print(
         f"{args.prompts} prompts x K={args.k}, {args.length} completion tokens, {args.steps} steps (first = warm-up)\n"
     )
