@@ -69,11 +69,14 @@ def render(rng: random.Random, style: str, cot: str, value: int) -> str:
 def generate(num_completions: int, per_problem: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
     styles = {**NUMERIC_STYLES, **BY_DESIGN_STYLES}
-    problems = reasoning_gym.create_dataset("gsm_symbolic", size=num_completions // per_problem, seed=seed)
+    num_problems = num_completions // per_problem
+    # A few problems have non-integer answers; the wrong-answer generator works on integers, so they are left out.
+    problems = reasoning_gym.create_dataset("gsm_symbolic", size=num_problems + num_problems // 10 + 10, seed=seed)
+    problems = [problem for problem in problems if re.fullmatch(r"-?[0-9]+", problem["answer"])][:num_problems]
     rows = []
     for problem in problems:
         cot = re.sub(r"\n?####.*$", "", problem["metadata"]["answer_cot"].strip())
-        gold = int(float(problem["answer"]))
+        gold = int(problem["answer"])
         intermediates = [v for v in problem["metadata"]["variables"].values() if isinstance(v, int)]
         for _ in range(per_problem):
             correct = rng.random() < 0.6
