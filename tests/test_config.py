@@ -1,0 +1,59 @@
+"""`VtDConfig`: defaults, validation messages that name the field, the value and the fix, JSON dict fields."""
+
+import dataclasses
+
+import pytest
+from trl import GRPOConfig
+
+from vtd_trl import VtDConfig
+
+
+def make(**kwargs) -> VtDConfig:
+    return VtDConfig(output_dir="unused", report_to=[], use_cpu=True, bf16=False, **kwargs)
+
+
+def test_defaults_are_the_seed_method():
+    config = make()
+    assert (config.vtd_distill_alpha, config.vtd_contrast_beta, config.vtd_dpo_beta) == (5.0, 0.1, 0.1)
+    assert config.num_generations == 8
+    assert config.vtd_distill_beta == 0.0 and config.vtd_distill_temperature == 1.0
+    assert config.vtd_distill_normalizer == "completion_tokens" and config.vtd_contrast_normalizer == "completions"
+    assert config.vtd_chosen_source == "reference" and not config.vtd_distill_incorrect
+    assert config.vllm_importance_sampling_correction is False
+
+
+def test_every_field_has_help():
+    grpo = {f.name for f in dataclasses.fields(GRPOConfig)}
+    for field in dataclasses.fields(VtDConfig):
+        if field.name not in grpo or field.name == "vllm_importance_sampling_correction":
+            assert field.metadata.get("help"), field.name
+            assert field.name in VtDConfig.__doc__, field.name
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"vtd_distill_alpha": -1.0}, r"`vtd_distill_alpha` must be >= 0, got -1.0"),
+        ({"vtd_contrast_beta": float("nan")}, r"`vtd_contrast_beta` must be >= 0, got nan"),
+        ({"vtd_dpo_beta": -0.1}, r"`vtd_dpo_beta` must be >= 0"),
+        ({"vtd_distill_beta": 1.5}, r"`vtd_distill_beta` must be in \[0, 1\], got 1.5. Use 0.0 for forward KL"),
+        ({"vtd_distill_temperature": 0.0}, r"`vtd_distill_temperature` must be > 0, got 0.0"),
+        ({"temperature": 0.0}, r"`temperature` must be > 0"),
+        ({"vtd_distill_backend": "triton"}, r"`vtd_distill_backend` must be one of .*'liger'.*got 'triton'"),
+        ({"vtd_chosen_source": "teacher"}, r"`vtd_chosen_source` must be one of .*got 'teacher'"),
+        ({"vtd_distill_normalizer": "tokens"}, r"`vtd_distill_normalizer` must be one of"),
+        ({"vtd_contrast_normalizer": "batch"}, r"`vtd_contrast_normalizer` must be one of"),
+        ({"vtd_max_reference_length": 0}, r"`vtd_max_reference_length` must be >= 1 or None, got 0"),
+        ({"beta": 0.04}, r"`beta=0.04` is a GRPO policy-loss option that VtD does not use. Set it to 0.0"),
+        ({"entropy_coef": 0.01}, r"`entropy_coef=0.01`.*Set it to 0.0"),
+        ({"teacher_model_init_kwargs": "dtype=bfloat16"}, r"`teacher_model_init_kwargs` must be a dict or a JSON"),
+    ],
+)
+def test_bad_values_name_field_value_and_fix(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make(**kwargs)
+
+
+def test_teacher_init_kwargs_parse_from_json():
+    config = make(teacher_model_init_kwargs='{"dtype": "bfloat16", "attn_implementation": "sdpa"}')
+    assert config.teacher_model_init_kwargs == {"dtype": "bfloat16", "attn_implementation": "sdpa"}
