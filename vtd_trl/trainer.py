@@ -5,6 +5,7 @@ import warnings
 import torch
 from accelerate.utils import gather_object, is_peft_model
 from datasets import Dataset, IterableDataset
+from torch.distributed.tensor import DTensor
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from trl import GRPOTrainer
@@ -504,15 +505,16 @@ class VtDTrainer(GRPOTrainer):
         is_pair = pairs[rows]
         zero = hidden.new_zeros(())
         with maybe_gather_lm_head_ctx(lm_head.weight, teacher_head.weight):
+            weight, teacher_weight = _full_tensor(lm_head.weight), _full_tensor(teacher_head.weight)
             # An exact zero that touches every trainable parameter keeps DDP's reducer complete on empty batches.
-            loss = 0.0 * (hidden.sum() + lm_head.weight.sum())
+            loss = 0.0 * (hidden.sum() + weight.sum())
             distill_sum = zero
             if teacher_hidden is not None and is_distilled.any():
                 distill_sum = distillation_loss(
                     hidden[: len(rows)][is_distilled],
-                    lm_head.weight,
+                    weight,
                     teacher_hidden,
-                    teacher_head.weight,
+                    teacher_weight,
                     batch.loss_mask[: len(rows)][is_distilled].bool(),
                     beta=args.vtd_distill_beta,
                     temperature=args.vtd_distill_temperature,
@@ -524,7 +526,7 @@ class VtDTrainer(GRPOTrainer):
                 scored = torch.cat(
                     [is_pair.nonzero().squeeze(-1), torch.arange(len(rows), len(batch), device=rows.device)]
                 )
-                logps = _sequence_logps_from_hidden(hidden[scored], lm_head.weight, batch.rows(scored))
+                logps = _sequence_logps_from_hidden(hidden[scored], weight, batch.rows(scored))
                 rejected, chosen = logps[: int(is_pair.sum())], logps[int(is_pair.sum()) :]
                 chosen = chosen[torch.searchsorted(unique_keys, pair_keys)]
                 losses = dpo_loss(
@@ -581,7 +583,12 @@ class VtDTrainer(GRPOTrainer):
         head = model.get_output_embeddings()
         hidden = self._hidden_states(model, batch)
         with maybe_gather_lm_head_ctx(head.weight):
-            return _sequence_logps_from_hidden(hidden, head.weight, batch)
+            return _sequence_logps_from_hidden(hidden, _full_tensor(head.weight), batch)
+
+
+def _full_tensor(weight: torch.Tensor) -> torch.Tensor:
+    # Under FSDP2 the LM head is a sharded DTensor; the fused losses take the whole head, gathered once per call.
+    return weight.full_tensor() if isinstance(weight, DTensor) else weight
 
 
 def _first_occurrence(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
