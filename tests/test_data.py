@@ -102,7 +102,7 @@ def test_format_math_exact_strings():
 
 
 def test_format_math_needs_a_boxed_answer():
-    with pytest.raises(ValueError, match=r"has no \\boxed\{...\} answer in column 'solution'"):
+    with pytest.raises(RowError, match=r"column 'solution' has no \\boxed\{...\} answer"):
         format_math({"problem": "p", "solution": "The answer is 5."})
 
 
@@ -164,8 +164,8 @@ BAD_ROWS = [
     "row, message",
     [
         (1, r"row 1 \(counting from 0\): column 'answer' is missing \(the row has \['question'\]\)"),
-        (2, r"row 2 \(counting from 0\): has a final '#### seven' line that is not a number"),
-        (3, r"row 3 \(counting from 0\): has no final '#### <answer>' line"),
+        (2, r"row 2 \(counting from 0\): column 'answer' has a final '#### seven' line that is not a number"),
+        (3, r"row 3 \(counting from 0\): column 'answer' has no final '#### <answer>' line"),
         (4, r"row 4 \(counting from 0\): column 'question' is empty"),
     ],
 )
@@ -183,7 +183,7 @@ def test_skip_drops_and_counts_bad_rows(tmp_path, caplog):
         dataset = load_vtd_dataset(path, on_error="skip")
     assert dataset["answer"] == ["72", "3"]
     assert f"Skipped 4 of 6 rows of {path} (row 1: column 'answer' is missing" in caplog.text
-    assert "row 2: has a final '#### seven' line that is not a number" in caplog.text
+    assert "row 2: column 'answer' has a final '#### seven' line that is not a number" in caplog.text
 
 
 @pytest.mark.parametrize("answer", ["?", "\\frac{}{}"])
@@ -243,7 +243,9 @@ def test_hub_datasets_are_named_in_errors(monkeypatch):
         return Dataset.from_list([GSM8K_ROW, {"question": "q", "answer": "no marker"}])
 
     monkeypatch.setattr("vtd_trl.data.load_dataset", fake_load_dataset)
-    with pytest.raises(RowError, match=re.escape("openai/gsm8k (main, test) row 1 (counting from 0): has no final")):
+    with pytest.raises(
+        RowError, match=re.escape("openai/gsm8k (main, test) row 1 (counting from 0): column 'answer' has no final")
+    ):
         load_vtd_dataset("openai/gsm8k", config="main", split="test")
     assert calls == [("openai/gsm8k", "main", "test")]
     assert load_vtd_dataset("openai/gsm8k", config="main", on_error="skip")["answer"] == ["72"]

@@ -79,11 +79,11 @@ def gsm8k_reference(solution: str) -> str:
 
 def format_gsm8k(example: Mapping, instruction: str | None = DEFAULT_INSTRUCTION) -> dict:
     """Maps a GSM8K row (`question`, `answer` with its `#### N` line) to `prompt`, `answer`, `reference`."""
-    return {
-        "prompt": chat_prompt(_field(example, "question"), instruction),
-        "answer": gsm8k_answer(_field(example, "answer")),
-        "reference": gsm8k_reference(_field(example, "answer")),
-    }
+    prompt, solution = chat_prompt(_field(example, "question"), instruction), _field(example, "answer")
+    try:
+        return {"prompt": prompt, "answer": gsm8k_answer(solution), "reference": gsm8k_reference(solution)}
+    except ValueError as error:
+        raise RowError(f"column 'answer' {error}") from error
 
 
 def format_math(example: Mapping, instruction: str | None = DEFAULT_INSTRUCTION) -> dict:
@@ -91,7 +91,7 @@ def format_math(example: Mapping, instruction: str | None = DEFAULT_INSTRUCTION)
     solution = _field(example, "solution")
     answer = extract_boxed(solution)
     if answer is None or not answer.strip():
-        raise ValueError(f"has no \\boxed{{...}} answer in column 'solution' (ends with {solution[-60:]!r})")
+        raise RowError(f"column 'solution' has no \\boxed{{...}} answer (ends with {solution[-60:]!r})")
     return {
         "prompt": chat_prompt(_field(example, "problem"), instruction),
         "answer": answer.strip(),
@@ -173,7 +173,7 @@ def prepare_vtd_dataset(
         try:
             examples.append(formatter(row))
             indices.append(index)
-        except ValueError as error:  # RowError, or a formatter's complaint about the row's content
+        except RowError as error:
             failures.append((index, str(error)))
             if on_error == "raise":
                 _raise_row_error(source, index, str(error))

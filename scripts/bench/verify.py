@@ -163,7 +163,7 @@ def main() -> None:
         agree[row["style"]] += our_verdict is reference_verdict
         errors[row["style"]][0] += our_verdict is not row["label"]
         errors[row["style"]][1] += reference_verdict is not row["label"]
-        if our_verdict is not reference_verdict and len(disagreements) < 50:
+        if our_verdict is not reference_verdict and sum(d["style"] == row["style"] for d in disagreements) < 5:
             disagreements.append({**row, "vtd_trl": our_verdict, "math_verify": reference_verdict})
     numeric = sum(counts[style] for style in NUMERIC_STYLES)
     numeric_agree = sum(agree[style] for style in NUMERIC_STYLES)
