@@ -1,6 +1,7 @@
 import copy
-import textwrap
+import os
 import warnings
+from pathlib import Path
 
 import torch
 from accelerate.utils import gather_object, is_peft_model
@@ -25,6 +26,7 @@ from trl.trainer.utils import (
 
 from .config import VtDConfig
 from .losses import distillation_loss, dpo_loss
+from .model_card import CITATION, vtd_model_card
 from .rewards import make_correctness_reward
 
 # Vocabulary columns per tile of the sequence log-probability kernel
@@ -76,15 +78,7 @@ class VtDTrainer(GRPOTrainer):
 
     _tag_names = ["trl", "vtd", "distillation"]
     _name = "VtD"
-    _paper = {
-        "title": "Verification-then-Distillation",
-        # docstyle-ignore
-        "citation": textwrap.dedent("""\
-            @software{vtd_trl,
-                title  = {{vtd-trl: Verification-then-Distillation for small reasoning models, on TRL}},
-                year   = 2026,
-            }"""),
-    }
+    _paper = {"title": "Verification-then-Distillation", "citation": CITATION}
 
     def __init__(
         self,
@@ -246,6 +240,22 @@ class VtDTrainer(GRPOTrainer):
         if self.is_fsdp_enabled:
             return prepare_fsdp(model, self.accelerator)
         return self.accelerator.prepare_model(model, evaluation_mode=True)
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        """Write `README.md` in `output_dir`: base model, teacher, dataset, VtD hyperparameters, method, citation."""
+        if not self.is_world_process_zero():
+            return
+        tags = [tags] if isinstance(tags, str) else list(tags or [])
+        card = vtd_model_card(
+            model_name=model_name or Path(self.args.output_dir).name,
+            base_model=get_config_model_id(self.model.config),
+            teacher=get_config_model_id(self.accelerator.unwrap_model(self.teacher_model).config),
+            dataset_name=dataset_name,
+            hub_model_id=getattr(self, "hub_model_id", None),
+            args=self.args,
+            tags=sorted({*tags, *self._tag_names}),
+        )
+        card.save(os.path.join(self.args.output_dir, "README.md"))
 
     # ------------------------------------------------------------------ routing
 

@@ -1,0 +1,235 @@
+"""What `scripts/vtd.py` runs, importable from your own code: dataset loading, the run summary, train / save / push.
+
+```python
+from trl import ModelConfig, TrlParser
+from vtd_trl import VtDConfig
+from vtd_trl.train import VtDScriptArguments, run
+
+script_args, training_args, model_args = TrlParser((VtDScriptArguments, VtDConfig, ModelConfig)).parse_args_and_config()
+run(script_args, training_args, model_args)
+```
+"""
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from accelerate import PartialState
+from datasets import Dataset
+from trl import ModelConfig, get_peft_config
+
+from .config import VtDConfig
+from .data import load_vtd_dataset
+
+DEMO = "vtd-demo"  # dataset name and model prefix (`vtd-demo/student`, `vtd-demo/teacher`) of the offline demo
+
+
+@dataclass
+class VtDScriptArguments:
+    """
+    Arguments of `scripts/vtd.py` that are not training or model arguments.
+
+    Parameters:
+        dataset_name (`str`):
+            Hub dataset id (e.g. `openai/gsm8k`), a local `.jsonl` / `.json` / `.parquet` file, or `vtd-demo` for the
+            offline toy task.
+        dataset_config (`str`, *optional*):
+            Hub dataset configuration (`main` for `openai/gsm8k`).
+        dataset_train_split (`str`, *optional*, defaults to `"train"`):
+            Split to train on.
+        dataset_style (`str`, *optional*):
+            Row layout: `gsm8k`, `math` or `columns`; inferred from the column names when not set.
+        dataset_columns (`dict` or `str`, *optional*):
+            For `dataset_style=columns`: which of your columns holds `prompt`, `answer`, `reference` (JSON on the
+            command line).
+        dataset_on_error (`str`, *optional*, defaults to `"raise"`):
+            A row that cannot become a VtD example: `raise` an error naming file, row and column, or `skip` and count.
+        max_train_samples (`int`, *optional*):
+            Keep only the first N training rows.
+        demo_train_rows (`int`, *optional*, defaults to `2000`):
+            Number of training problems of the `vtd-demo` task.
+        demo_eval_rows (`int`, *optional*, defaults to `200`):
+            Held-out problems on which the `vtd-demo` run reports greedy accuracy before and after training.
+    """
+
+    dataset_name: str = field(metadata={"help": "Hub dataset id, a local .jsonl/.json/.parquet file, or 'vtd-demo'."})
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "Hub dataset configuration ('main' for GSM8K)."}
+    )
+    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    dataset_style: str | None = field(
+        default=None,
+        metadata={
+            "help": "Row layout: 'gsm8k', 'math' or 'columns' (inferred when unset).",
+            "choices": ["gsm8k", "math", "columns"],
+        },
+    )
+    dataset_columns: dict[str, str] | str | None = field(
+        default=None,
+        metadata={"help": "For dataset_style=columns: JSON mapping of prompt/answer/reference to columns."},
+    )
+    dataset_on_error: str = field(
+        default="raise",
+        metadata={
+            "help": "Rows that cannot become VtD examples: 'raise' or 'skip' (and count).",
+            "choices": ["raise", "skip"],
+        },
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training rows."})
+    demo_train_rows: int = field(default=2000, metadata={"help": "Training problems of the vtd-demo task."})
+    demo_eval_rows: int = field(default=200, metadata={"help": "Held-out problems evaluated by a vtd-demo run."})
+
+    def __post_init__(self):
+        if isinstance(self.dataset_columns, str):
+            try:
+                self.dataset_columns = json.loads(self.dataset_columns)
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"`dataset_columns` must be a JSON object, got {self.dataset_columns!r}. Example: "
+                    '\'{"prompt": "question", "answer": "final", "reference": "solution"}\'.'
+                ) from error
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise ValueError(f"`max_train_samples` must be >= 1, got {self.max_train_samples}.")
+
+
+def resolve_model(name: str) -> str:
+    """`vtd-demo/student` and `vtd-demo/teacher` name the shipped demo models; anything else is returned as is."""
+    if name.startswith(f"{DEMO}/"):
+        from .demo.models import demo_model_path
+
+        return demo_model_path(name.split("/", 1)[1])
+    return name
+
+
+def load_train_dataset(script_args: VtDScriptArguments, seed: int = 0) -> Dataset:
+    """The training rows in VtD's columns, from the demo task, a hub dataset or a local file."""
+    if script_args.dataset_name == DEMO:
+        from .demo.task import demo_dataset
+
+        dataset = demo_dataset("train", script_args.demo_train_rows, seed=seed)
+    else:
+        dataset = load_vtd_dataset(
+            script_args.dataset_name,
+            script_args.dataset_style,
+            config=script_args.dataset_config,
+            split=script_args.dataset_train_split,
+            columns=script_args.dataset_columns,
+            on_error=script_args.dataset_on_error,
+        )
+    if script_args.max_train_samples is not None:
+        dataset = dataset.select(range(min(script_args.max_train_samples, len(dataset))))
+    return dataset
+
+
+def describe_run(script_args, training_args: VtDConfig, model_args: ModelConfig, dataset: Dataset) -> str:
+    """What the run is, in a few lines: printed at start so the log says what was run."""
+    from .losses import resolve_backend
+
+    args = training_args
+    state = PartialState()
+    world = state.num_processes
+    prompts_per_step = (
+        args.per_device_train_batch_size * world * args.gradient_accumulation_steps // args.num_generations
+    )
+    steps = (
+        args.max_steps if args.max_steps > 0 else math.ceil(len(dataset) / prompts_per_step * args.num_train_epochs)
+    )
+    precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+    peft = f"LoRA r={model_args.lora_r}" if model_args.use_peft else "full fine-tuning"
+    generation = f"vLLM {args.vllm_mode}" if args.use_vllm else "transformers"
+    distributed = state.distributed_type.value if hasattr(state.distributed_type, "value") else state.distributed_type
+    lines = [
+        f"student   {model_args.model_name_or_path} ({peft})",
+        f"teacher   {args.teacher_model_name_or_path}",
+        f"dataset   {script_args.dataset_name} ({len(dataset)} prompts)",
+        f"sampling  K={args.num_generations} completions/prompt, {prompts_per_step} prompts/step, "
+        f"max {args.max_completion_length} tokens, temperature {args.temperature}, {generation}",
+        f"loss      {args.vtd_distill_alpha} * distill (beta={args.vtd_distill_beta}, "
+        f"backend {resolve_backend(args.vtd_distill_backend, state.device)}) + {args.vtd_contrast_beta} * DPO "
+        f"(beta={args.vtd_dpo_beta}, chosen: {args.vtd_chosen_source})",
+        f"schedule  {steps} optimizer steps, lr {args.learning_rate}, {precision}, "
+        f"{world} process(es) [{distributed}]",
+        f"output    {args.output_dir}",
+    ]
+    return "\n".join(lines)
+
+
+def demo_accuracy(model_or_path: Any, tokenizer, script_args: VtDScriptArguments, seed: int = 0) -> float:
+    """Greedy held-out accuracy on the demo task (verified by `vtd_trl.verify`)."""
+    from transformers import AutoModelForCausalLM
+
+    from .demo.evaluate import evaluate
+    from .demo.task import demo_dataset
+
+    model = AutoModelForCausalLM.from_pretrained(model_or_path) if isinstance(model_or_path, str) else model_or_path
+    return evaluate(model, tokenizer, demo_dataset("test", script_args.demo_eval_rows, seed=seed)).accuracy
+
+
+def run(script_args: VtDScriptArguments, training_args: VtDConfig, model_args: ModelConfig):
+    """Train with VtD, save, optionally push; returns the trainer."""
+    from transformers import AutoTokenizer
+
+    from .trainer import VtDTrainer
+
+    if training_args.teacher_model_name_or_path is None:
+        raise ValueError(
+            "Set the teacher with `teacher_model_name_or_path` (recipe) or `--teacher_model_name_or_path`."
+        )
+    if model_args.model_name_or_path is None:
+        raise ValueError("Set the student with `model_name_or_path` (recipe) or `--model_name_or_path`.")
+    model_args.model_name_or_path = resolve_model(model_args.model_name_or_path)
+    training_args.teacher_model_name_or_path = resolve_model(training_args.teacher_model_name_or_path)
+    # As in TRL's scripts: ModelConfig sets how both models load; explicit `*_init_kwargs` in the recipe win.
+    init_kwargs = dict(
+        revision=model_args.model_revision, attn_implementation=model_args.attn_implementation, dtype=model_args.dtype
+    )
+    training_args.model_init_kwargs = {**init_kwargs, **(training_args.model_init_kwargs or {})}
+    teacher_kwargs = dict(attn_implementation=model_args.attn_implementation, dtype=model_args.dtype)
+    training_args.teacher_model_init_kwargs = {**teacher_kwargs, **(training_args.teacher_model_init_kwargs or {})}
+
+    state = PartialState()
+    dataset = load_train_dataset(script_args, seed=training_args.seed)
+    state.print(describe_run(script_args, training_args, model_args, dataset), flush=True)
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+    demo = script_args.dataset_name == DEMO
+    if demo and state.is_main_process:
+        before = demo_accuracy(model_args.model_name_or_path, tokenizer, script_args)
+        teacher = demo_accuracy(training_args.teacher_model_name_or_path, tokenizer, script_args)
+
+    trainer = VtDTrainer(
+        model=model_args.model_name_or_path,
+        teacher_model=training_args.teacher_model_name_or_path,
+        args=training_args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    trainer.create_model_card(dataset_name=script_args.dataset_name)
+    state.print(f"Model saved to {training_args.output_dir}", flush=True)
+
+    if demo and state.is_main_process:
+        after = demo_accuracy(trainer.accelerator.unwrap_model(trainer.model), tokenizer, script_args)
+        state.print(
+            f"Held-out greedy accuracy ({script_args.demo_eval_rows} problems): student before {before:.1%}, "
+            f"student after {after:.1%}, teacher {teacher:.1%}",
+            flush=True,
+        )
+    if training_args.push_to_hub:
+        push(trainer, script_args.dataset_name)
+    return trainer
+
+
+def push(trainer, dataset_name: str) -> None:
+    """Push the saved model; a failure (no network, no token) leaves the local save as it is and says so."""
+    try:
+        url = trainer.push_to_hub(dataset_name=dataset_name)
+    except Exception as error:  # the hub client raises many types; none of them may lose the local save
+        trainer.accelerator.print(
+            f"Pushing to the hub failed ({type(error).__name__}: {error}). The model is saved locally in "
+            f"{trainer.args.output_dir}; push it later with `huggingface-cli upload <repo> {trainer.args.output_dir}`."
+        )
+        return
+    trainer.accelerator.print(f"Model pushed to {url}")
