@@ -13,6 +13,7 @@ run(script_args, training_args, model_args)
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from accelerate import PartialState
@@ -122,7 +123,9 @@ def load_train_dataset(script_args: VtDScriptArguments, seed: int = 0) -> Datase
     return dataset
 
 
-def describe_run(script_args, training_args: VtDConfig, model_args: ModelConfig, dataset: Dataset) -> str:
+def describe_run(
+    script_args, training_args: VtDConfig, model_args: ModelConfig, dataset: Dataset, push_to_hub: bool = False
+) -> str:
     """What the run is, in a few lines: printed at start so the log says what was run."""
     from .losses import resolve_backend
 
@@ -150,7 +153,7 @@ def describe_run(script_args, training_args: VtDConfig, model_args: ModelConfig,
         f"(beta={args.vtd_dpo_beta}, chosen: {args.vtd_chosen_source})",
         f"schedule  {steps} optimizer steps, lr {args.learning_rate}, {precision}, "
         f"{world} process(es) [{distributed}]",
-        f"output    {args.output_dir}",
+        f"output    {args.output_dir}" + (f", pushed to {args.hub_model_id} at the end" if push_to_hub else ""),
     ]
     return "\n".join(lines)
 
@@ -188,9 +191,11 @@ def run(script_args: VtDScriptArguments, training_args: VtDConfig, model_args: M
     teacher_kwargs = dict(attn_implementation=model_args.attn_implementation, dtype=model_args.dtype)
     training_args.teacher_model_init_kwargs = {**teacher_kwargs, **(training_args.teacher_model_init_kwargs or {})}
 
+    # The script pushes once, after the local save, so that a hub failure (no network, no token) costs nothing.
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     state = PartialState()
     dataset = load_train_dataset(script_args, seed=training_args.seed)
-    state.print(describe_run(script_args, training_args, model_args, dataset), flush=True)
+    state.print(describe_run(script_args, training_args, model_args, dataset, push_to_hub), flush=True)
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
     demo = script_args.dataset_name == DEMO
     if demo and state.is_main_process:
@@ -217,19 +222,34 @@ def run(script_args: VtDScriptArguments, training_args: VtDConfig, model_args: M
             f"student after {after:.1%}, teacher {teacher:.1%}",
             flush=True,
         )
-    if training_args.push_to_hub:
-        push(trainer, script_args.dataset_name)
+    if push_to_hub and state.is_main_process:
+        push(training_args)
     return trainer
 
 
-def push(trainer, dataset_name: str) -> None:
-    """Push the saved model; a failure (no network, no token) leaves the local save as it is and says so."""
+def push(args: VtDConfig) -> str | None:
+    """Upload the saved `output_dir` (model, tokenizer, card) to `hub_model_id`; returns the URL.
+
+    A failure (no network, no token, no rights) leaves the local save as it is and says so.
+    """
+    from huggingface_hub import HfApi
+
+    repo_id = args.hub_model_id or Path(args.output_dir).name
     try:
-        url = trainer.push_to_hub(dataset_name=dataset_name)
-    except Exception as error:  # the hub client raises many types; none of them may lose the local save
-        trainer.accelerator.print(
-            f"Pushing to the hub failed ({type(error).__name__}: {error}). The model is saved locally in "
-            f"{trainer.args.output_dir}; push it later with `huggingface-cli upload <repo> {trainer.args.output_dir}`."
+        api = HfApi(token=args.hub_token)
+        repo = api.create_repo(repo_id, private=args.hub_private_repo, exist_ok=True)
+        api.upload_folder(
+            repo_id=repo.repo_id,
+            folder_path=args.output_dir,
+            commit_message="End of training",
+            ignore_patterns=["checkpoint-*", "completions/*", "runs/*"],
         )
-        return
-    trainer.accelerator.print(f"Model pushed to {url}")
+    except Exception as error:  # the hub client raises many types; none of them may lose the local save
+        print(
+            f"Pushing to the hub failed ({type(error).__name__}: {error}). The model is saved locally in "
+            f"{args.output_dir}; push it later with `huggingface-cli upload {repo_id} {args.output_dir}`.",
+            flush=True,
+        )
+        return None
+    print(f"Model pushed to {repo.url}", flush=True)
+    return str(repo.url)

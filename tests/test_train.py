@@ -1,0 +1,161 @@
+"""`scripts/vtd.py` and `vtd_trl.train`: recipes and overrides, bad input, resume after SIGKILL, push failure, card."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+from trl import ModelConfig, TrlParser
+
+from vtd_trl import VtDConfig
+from vtd_trl.train import VtDScriptArguments
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+
+
+def parse(args: list[str]):
+    return TrlParser((VtDScriptArguments, VtDConfig, ModelConfig)).parse_args_and_config(args)
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_recipes_parse_and_flags_override_them(recipe):
+    # bf16 recipes need a GPU to validate; `--use_cpu true` lets this machine check them.
+    script, training, model = parse(["--config", str(recipe), "--use_cpu", "true", "--vtd_distill_alpha", "2.5"])
+    assert training.vtd_distill_alpha == 2.5  # the command line wins over the recipe
+    assert training.num_generations == 8 and training.teacher_model_name_or_path
+    assert script.dataset_name and model.model_name_or_path
+
+
+def test_qwen3_recipe_is_the_seed_setup():
+    script, training, model = parse(["--config", str(ROOT / "recipes/qwen3.yaml"), "--use_cpu", "true"])
+    assert (model.model_name_or_path, training.teacher_model_name_or_path) == ("Qwen/Qwen3-1.7B", "Qwen/Qwen3-8B")
+    assert (script.dataset_name, script.dataset_config) == ("openai/gsm8k", "main")
+    assert (training.vtd_distill_alpha, training.vtd_contrast_beta, training.num_generations) == (5.0, 0.1, 8)
+    assert training.use_vllm and training.vllm_mode == "colocate" and training.bf16
+    # 4 GPUs x 8 x 8 accumulation = 32 prompts x K 8 per optimizer step
+    assert 4 * training.per_device_train_batch_size * training.gradient_accumulation_steps == 32 * 8
+
+
+def run_script(args: list[str], **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "vtd.py"), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = 300) -> str:
+    output, _ = process.communicate(timeout=timeout)
+    return output
+
+
+def test_unknown_key_fails_before_any_model_is_loaded(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("model_name_or_path: /nonexistent\nteacher_model_name_or_path: /nonexistent\n"
+                      "dataset_name: vtd-demo\nuse_cpu: true\nbf16: false\nvtd_distil_alpha: 2.0\n")  # fmt: skip
+    process = run_script(["--config", str(recipe)])
+    output = finish(process, 120)
+    assert process.returncode != 0
+    assert "vtd_distil_alpha" in output and "Unknown arguments" in output
+    assert "/nonexistent" not in output.split("Unknown arguments")[0]  # nothing was loaded first
+
+
+def test_bad_value_fails_naming_the_key(tmp_path):
+    with pytest.raises(ValueError, match="`vtd_distill_beta` must be in"):
+        parse(["--dataset_name", "x", "--use_cpu", "true", "--vtd_distill_beta", "2"])
+
+
+def gsm8k_file(path: Path, n: int) -> Path:
+    rows = [
+        {"question": f"Tom has {a} apples and buys {a + 3} more. How many apples?",
+         "answer": f"Tom has {a}+{a + 3}=<<{a}+{a + 3}={2 * a + 3}>>{2 * a + 3} apples.\n#### {2 * a + 3}"}
+        for a in range(10, 10 + n)
+    ]  # fmt: skip
+    path.write_text("\n".join(json.dumps(row) for row in rows))
+    return path
+
+
+def common_args(model_dirs, data: Path, output_dir: Path) -> list[str]:
+    return [
+        "--model_name_or_path", model_dirs["student"],
+        "--teacher_model_name_or_path", model_dirs["teacher"],
+        "--dataset_name", str(data),
+        "--output_dir", str(output_dir),
+        "--num_generations", "4",
+        "--per_device_train_batch_size", "8",
+        "--max_completion_length", "8",
+        "--learning_rate", "1e-3",
+        "--use_cpu", "true", "--bf16", "false", "--gradient_checkpointing", "false",
+        "--report_to", "none", "--logging_steps", "1", "--log_completions", "true",
+        "--disable_dropout", "true", "--seed", "3",
+    ]  # fmt: skip
+
+
+def prompts_per_step(output_dir: Path) -> dict[int, list[str]]:
+    steps = {}
+    for file in sorted((output_dir / "completions").glob("completions_*.parquet")):
+        frame = pd.read_parquet(file)
+        steps[int(frame["step"].iloc[0])] = sorted(str(p) for p in frame["prompt"])
+    return steps
+
+
+def test_resume_after_sigkill_sees_every_prompt_once(model_dirs, tmp_path):
+    data = gsm8k_file(tmp_path / "train.jsonl", 24)
+    steps = ["--max_steps", "6", "--save_strategy", "steps", "--save_steps", "2"]
+    reference_dir, run_dir = tmp_path / "uninterrupted", tmp_path / "interrupted"
+    reference = run_script([*common_args(model_dirs, data, reference_dir), *steps])
+
+    killed = run_script([*common_args(model_dirs, data, run_dir), *steps])
+    deadline = time.time() + 240
+    while not (run_dir / "checkpoint-2" / "trainer_state.json").exists():
+        assert killed.poll() is None and time.time() < deadline, "no checkpoint before the run ended"
+        time.sleep(0.2)
+    killed.send_signal(signal.SIGKILL)
+    finish(killed)
+    assert killed.returncode == -signal.SIGKILL and not (run_dir / "checkpoint-6").exists()
+
+    resumed = run_script([*common_args(model_dirs, data, run_dir), *steps, "--resume_from_checkpoint",
+                          str(run_dir / "checkpoint-2")])  # fmt: skip
+    output = finish(resumed)
+    assert resumed.returncode == 0, output[-3000:]
+    assert finish(reference) and reference.returncode == 0
+
+    state = json.loads((run_dir / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+    seen, expected = prompts_per_step(run_dir), prompts_per_step(reference_dir)
+    assert sorted(seen) == list(range(1, 7)) and seen == expected  # same prompts at every step
+    all_prompts = [p for step in seen.values() for p in set(step)]
+    assert len(all_prompts) == len(set(all_prompts)) == 12  # 2 prompts per step, none twice, none skipped
+    # Finished from the step-2 checkpoint (model, optimizer, scheduler, RNG states), the weights are the same.
+    final, uninterrupted = load_file(run_dir / "model.safetensors"), load_file(reference_dir / "model.safetensors")
+    assert all((final[k] == uninterrupted[k]).all() for k in final)
+
+
+def test_push_failure_keeps_the_local_save(model_dirs, tmp_path):
+    data = gsm8k_file(tmp_path / "train.jsonl", 4)
+    output_dir = tmp_path / "out"
+    args = [*common_args(model_dirs, data, output_dir), "--max_steps", "1", "--save_strategy", "no",
+            "--push_to_hub", "true", "--hub_model_id", "someone/tiny-vtd"]  # fmt: skip
+    process = run_script(args)
+    output = finish(process)
+    assert process.returncode == 0, output[-3000:]
+    assert "Pushing to the hub failed" in output and f"saved locally in {output_dir}" in output
+    assert (output_dir / "model.safetensors").exists() and (output_dir / "config.json").exists()
+    card = (output_dir / "README.md").read_text()
+    for expected in ("teacher", str(data), "`vtd_distill_alpha`", "| completions per prompt (K, `num_generations`) | `4` |",
+                     "DPO pair", "@software{vtd_trl", "- vtd"):  # fmt: skip
+        assert expected in card, expected
+    # The run summary printed at start names what was run
+    for expected in ("student   ", "teacher   ", "(4 prompts)", "K=4", "5.0 * distill", "0.1 * DPO", "fp32"):
+        assert expected in output, expected
