@@ -130,7 +130,9 @@ class VtDTrainer(GRPOTrainer):
             init_kwargs = self._init_kwargs(args.teacher_model_init_kwargs, args)
             if args.teacher_model_revision is not None:
                 init_kwargs.setdefault("revision", args.teacher_model_revision)
-            init_kwargs.setdefault("dtype", self.model.dtype)
+            # A frozen teacher needs no fp32 master copy: under mixed precision it loads in the compute dtype.
+            compute_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else self.model.dtype
+            init_kwargs.setdefault("dtype", compute_dtype)
             teacher_model = create_model_from_path(teacher_model, **init_kwargs)
         self._check_models(teacher_model, teacher_processing_class)
         self.teacher_model = self._prepare_frozen(teacher_model)
@@ -158,7 +160,8 @@ class VtDTrainer(GRPOTrainer):
                 f"The training dataset has no column {args.vtd_answer_column!r} with the gold answers (columns: "
                 f"{columns}). Add it or set `vtd_answer_column` to the column that holds them."
             )
-        if args.vtd_chosen_source == "reference" and args.vtd_reference_column not in columns:
+        needs_reference = args.vtd_chosen_source == "reference" and args.vtd_contrast_beta > 0
+        if needs_reference and args.vtd_reference_column not in columns:
             raise ValueError(
                 f"`vtd_chosen_source='reference'` needs the column {args.vtd_reference_column!r} (columns: "
                 f"{columns}). Add it, set `vtd_reference_column`, or use `vtd_chosen_source='sibling'`."
@@ -297,6 +300,13 @@ class VtDTrainer(GRPOTrainer):
         self._correctness = rewards_per_func[:, self._correctness_index]  # all processes, in global order
         return rewards_per_func
 
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        # While generating, GRPO calls this for its importance-sampling terms (`old_per_token_logps`, vLLM's
+        # correction), which VtD's loss does not read: skip the extra forward unless the correction is asked for.
+        if not (self.use_vllm and self.vllm_importance_sampling_correction):
+            return None, None, None
+        return super()._get_per_token_logps_and_entropies(*args, **kwargs)
+
     def _generate_and_score_completions(self, inputs: list[dict]) -> dict:
         output = super()._generate_and_score_completions(inputs)
         device = self.accelerator.device
@@ -307,6 +317,9 @@ class VtDTrainer(GRPOTrainer):
         all_rewards = self._correctness
         distill, contrast = self._route_checked(all_rewards[offset : offset + batch_size].clone(), inputs)
         loss_mask = output["completion_mask"] * output.get("tool_mask", 1)
+        # A completion with no token left to train on (e.g. masked by `mask_truncated_completions`) feeds no loss.
+        trainable = loss_mask.sum(1) > 0
+        distill, contrast = distill & trainable, contrast & trainable
 
         if self.args.vtd_contrast_beta > 0:
             chosen_ids, chosen_keys = self._chosen_sequences(inputs, output, all_rewards, contrast, group_size)
@@ -359,11 +372,13 @@ class VtDTrainer(GRPOTrainer):
         offset = self.accelerator.process_index * batch_size
         siblings = None
         if source != "reference":  # every process joins the gather, whatever its own rows need
-            local_ids = [
-                ids[mask.bool()].tolist() for ids, mask in zip(output["completion_ids"], output["completion_mask"])
-            ]
+            loss_mask = output["completion_mask"] * output.get("tool_mask", 1)
+            local_ids = [ids[mask.bool()].tolist() for ids, mask in zip(output["completion_ids"], loss_mask)]
             siblings = [ids for chunk in gather_object([local_ids]) for ids in chunk]
-        correct = (all_rewards >= 0.5).tolist()  # NaN compares False: unverifiable completions are never chosen
+        # NaN compares False: unverifiable completions are never chosen; nor are completions with no token left.
+        correct = [
+            bool(c) and (siblings is None or len(siblings[j]) > 0) for j, c in enumerate((all_rewards >= 0.5).tolist())
+        ]
         references: dict[int, list[int] | None] = {}
         chosen, keys = [], []
         for i, row in enumerate(inputs):
@@ -398,12 +413,15 @@ class VtDTrainer(GRPOTrainer):
             template_kwargs = dict(
                 tools=self.tools or None, chat_template=self.chat_template, **self.chat_template_kwargs
             )
-            prefix = tokenizer.apply_chat_template(
-                prompt, add_generation_prompt=True, tokenize=False, **template_kwargs
-            )
-            full = tokenizer.apply_chat_template(
-                [*prompt, {"role": "assistant", "content": reference}], tokenize=False, **template_kwargs
-            )
+
+            def render(content: str | None) -> str:
+                messages = prompt if content is None else [*prompt, {"role": "assistant", "content": content}]
+                return tokenizer.apply_chat_template(
+                    messages, add_generation_prompt=content is None, tokenize=False, **template_kwargs
+                )
+
+            prefix = render(None)
+            full = render(self._reference_message(reference, render("x")[len(prefix) :]))
             if full.startswith(prefix):
                 ids = tokenizer(full[len(prefix) :], add_special_tokens=False)["input_ids"]
                 end = next((k for k, token in enumerate(ids) if token in self.eos_token_ids), None)
@@ -419,10 +437,23 @@ class VtDTrainer(GRPOTrainer):
         ids = tokenizer(reference, add_special_tokens=False)["input_ids"] + [self.eos_token_ids[0]]
         return ids[: self._max_chosen_length]
 
+    def _reference_message(self, reference: str, rendered_turn: str) -> str:
+        """The assistant content for a reference; `rendered_turn` is how the template renders a bare answer.
+
+        A thinking-mode completion reasons inside `<think>` and answers after it. A reference given as the bare
+        answer would follow an empty think block instead, and DPO would then reward closing the block at once.
+        """
+        style = self.args.vtd_reference_format
+        thinking = rendered_turn.lstrip().startswith("<think>")  # the template opens a think block for the answer
+        if "</think>" in reference or style == "answer" or (style == "auto" and not thinking):
+            return reference
+        final_line = reference.strip().splitlines()[-1]
+        return f"<think>\n{reference.strip()}\n</think>\n\n{final_line}"
+
     def _pad_parts(self, parts: list[list[int] | None], device) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-pad a list of token-id lists (None counts as empty) into ids and mask of at least one column."""
         tensors = [torch.tensor(ids or [self._tokenizer.pad_token_id], dtype=torch.long) for ids in parts]
-        masks = [torch.full((len(t),), int(ids is not None), dtype=torch.long) for t, ids in zip(tensors, parts)]
+        masks = [torch.full((len(t),), int(bool(ids)), dtype=torch.long) for t, ids in zip(tensors, parts)]
         ids = pad(tensors, padding_value=self._tokenizer.pad_token_id, padding_side="right").to(device)
         return ids, pad(masks, padding_value=0, padding_side="right").to(device)
 
@@ -439,7 +470,7 @@ class VtDTrainer(GRPOTrainer):
         keys = output["vtd_chosen_key"][rows]
         unique_keys, first = _first_occurrence(keys)
         chosen_rows = rows[first]
-        batch = _Batch.build(output, rows, chosen_rows, self._tokenizer.pad_token_id)
+        batch = _Batch.build(output, rows, chosen_rows, self._tokenizer.pad_token_id, output.get("tool_mask"))
         size = self.args.per_device_train_batch_size if self.model.training else self.args.per_device_eval_batch_size
         # Every process runs the same number of forwards (ZeRO-3 and FSDP gather weights collectively).
         num_forwards = self._max_over_processes(-(-len(batch) // size))
@@ -455,12 +486,13 @@ class VtDTrainer(GRPOTrainer):
         return rejected_logps, chosen_logps
 
     def _reference_sequence_logps(self, batch: "_Batch") -> torch.Tensor:
+        # Through the wrapper's forward, so FSDP unshards (and ZeRO-3 gathers) the parameters first.
         if self.reference_model is not None:
             unwrapped = self.accelerator.unwrap_model(self.reference_model)
-            return self._sequence_logps(unwrapped, batch)
+            return self._forward_redirection(self.reference_model, unwrapped, self._sequence_logps, unwrapped, batch)
         unwrapped = self.accelerator.unwrap_model(self.model)
         with use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None):
-            return self._sequence_logps(unwrapped, batch)
+            return self._forward_redirection(self.model_wrapped, unwrapped, self._sequence_logps, unwrapped, batch)
 
     # ------------------------------------------------------------------ loss
 
@@ -532,28 +564,19 @@ class VtDTrainer(GRPOTrainer):
                     num_items=1,
                 )
             contrast_sum, margin_sum, won = zero, zero, zero
-            if is_pair.any():
-                scored = torch.cat(
-                    [is_pair.nonzero().squeeze(-1), torch.arange(len(rows), len(batch), device=rows.device)]
-                )
+            # Scored on every process, rows or not: the kernel's backward gathers the LM head under ZeRO-3, and a
+            # process that skipped it would leave the others waiting.
+            if args.vtd_contrast_beta > 0:
+                num_pairs = int(is_pair.sum())
+                pair_rows = is_pair.nonzero().squeeze(-1)
+                scored = torch.cat([pair_rows, torch.arange(len(rows), len(batch), device=rows.device)])
                 logps = _sequence_logps_from_hidden(hidden[scored], weight, batch.rows(scored))
-                rejected, chosen = logps[: int(is_pair.sum())], logps[int(is_pair.sum()) :]
-                chosen = chosen[torch.searchsorted(unique_keys, pair_keys)]
-                losses = dpo_loss(
-                    chosen,
-                    rejected,
-                    inputs["vtd_ref_chosen_logps"][pairs],
-                    inputs["vtd_ref_rejected_logps"][pairs],
-                    beta=args.vtd_dpo_beta,
-                )
+                rejected, chosen = logps[:num_pairs], logps[num_pairs:][torch.searchsorted(unique_keys, pair_keys)]
+                ref_chosen = inputs["vtd_ref_chosen_logps"][pairs]
+                ref_rejected = inputs["vtd_ref_rejected_logps"][pairs]
+                losses = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=args.vtd_dpo_beta)
                 contrast_sum = losses.sum()
-                margins = (
-                    args.vtd_dpo_beta
-                    * (
-                        (chosen - inputs["vtd_ref_chosen_logps"][pairs])
-                        - (rejected - inputs["vtd_ref_rejected_logps"][pairs])
-                    ).detach()
-                )
+                margins = args.vtd_dpo_beta * ((chosen - ref_chosen) - (rejected - ref_rejected)).detach()
                 margin_sum, won = margins.sum(), (margins > 0).float().sum()
         distill_norm, contrast_norm = self._normalizers(inputs)
         scale = self.accelerator.num_processes  # DDP averages gradients over processes
