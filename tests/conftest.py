@@ -79,10 +79,11 @@ def vtd_args(output_dir, **overrides):
 
 
 def fixed_rollout(completion_text):
-    """A GRPO `rollout_func` returning `completion_text(row_answer, position_in_group)` for every completion.
+    """A GRPO `rollout_func` returning `completion_text(prompt_text, position_in_group, global_row)` for every row.
 
-    Completions then depend only on the prompt and the position of the completion in its group, not on how the
-    generation batch is split across processes, which makes runs with different layouts comparable.
+    Completions then depend only on the prompt, the position of the completion in its group and its row in the
+    global generation batch, not on how the batch is split across processes, which makes runs with different
+    layouts comparable. A text ending in "..." gets no EOS: a truncated completion.
     """
 
     def rollout(prompts, trainer):
@@ -94,8 +95,9 @@ def fixed_rollout(completion_text):
             prompt_ids = prompt_ids["input_ids"]
         completion_ids = []
         for i, prompt in enumerate(prompts):
-            text = completion_text(prompt[-1]["content"], (offset + i) % group_size)
-            completion_ids.append(tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
+            text = completion_text(prompt[-1]["content"], (offset + i) % group_size, offset + i)
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            completion_ids.append(ids if text.endswith("...") else ids + [tokenizer.eos_token_id])
         return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None}
 
     return rollout

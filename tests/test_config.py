@@ -43,6 +43,7 @@ def test_every_field_has_help():
         ({"vtd_chosen_source": "teacher"}, r"`vtd_chosen_source` must be one of .*got 'teacher'"),
         ({"vtd_distill_normalizer": "tokens"}, r"`vtd_distill_normalizer` must be one of"),
         ({"vtd_contrast_normalizer": "batch"}, r"`vtd_contrast_normalizer` must be one of"),
+        ({"vtd_reference_format": "inline"}, r"`vtd_reference_format` must be one of .*'reasoning'.*got 'inline'"),
         ({"vtd_max_reference_length": 0}, r"`vtd_max_reference_length` must be >= 1 or None, got 0"),
         ({"beta": 0.04}, r"`beta=0.04` is a GRPO policy-loss option that VtD does not use. Set it to 0.0"),
         ({"entropy_coef": 0.01}, r"`entropy_coef=0.01`.*Set it to 0.0"),

@@ -1,4 +1,7 @@
-"""The gradient of one generation batch is the same on 2 processes (gloo, CPU) as on 1."""
+"""The gradient of one generation batch is the same on 2 processes (gloo, CPU) as on 1.
+
+The batch is lopsided: the second process gets only correct completions (no DPO pair), the first a mix.
+"""
 
 import os
 import socket
@@ -7,7 +10,7 @@ import sys
 from pathlib import Path
 
 import torch
-from test_trainer import one_step_update
+from test_trainer import lopsided_completions, one_step_update
 
 
 def free_port() -> int:
@@ -35,7 +38,7 @@ def test_two_processes_match_one(model_dirs, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     two_processes = torch.load(out)
-    one_process = one_step_update(model_dirs, tmp_path, per_device=16, accumulation=1)
+    one_process = one_step_update(model_dirs, tmp_path, 16, 1, completions=lopsided_completions)
     assert max(d.abs().max().item() for d in one_process.values()) > 1e-4
     for name, delta in one_process.items():
         torch.testing.assert_close(two_processes[name], delta, rtol=1e-4, atol=1e-7, msg=name)

@@ -20,7 +20,7 @@ def operands(prompt_text: str) -> tuple[int, int]:
     return int(a), int(b)
 
 
-def mixed_completions(prompt_text: str, position: int) -> str:
+def mixed_completions(prompt_text: str, position: int, row: int = 0) -> str:
     """Positions 0 and 2 are correct, 1 and 3 wrong."""
     a, b = operands(prompt_text)
     return [f"{a}+{b}={a + b}. \\boxed{{{a + b}}}", f"The answer is {a + b + 1}.", f"\\boxed{{{a + b}}}", "7"][
@@ -30,8 +30,9 @@ def mixed_completions(prompt_text: str, position: int) -> str:
 
 def make_trainer(model_dirs, tmp_path, rows=None, completions=mixed_completions, trainer_cls=VtDTrainer, **overrides):
     rows = rows if rows is not None else arithmetic_rows(2)
-    overrides = {"max_completion_length": 64, **overrides}  # bounds the chosen sequences; the rollout is fixed
-    args = vtd_args(tmp_path, num_generations=K, per_device_train_batch_size=len(rows) * K, **overrides)
+    # One generation batch holds all rows; max_completion_length only bounds the chosen sequences (fixed rollout).
+    overrides = {"per_device_train_batch_size": len(rows) * K, "max_completion_length": 64, **overrides}
+    args = vtd_args(tmp_path, num_generations=K, **overrides)
     return trainer_cls(
         model=model_dirs["student"],
         teacher_model=model_dirs["teacher"],
@@ -87,8 +88,8 @@ def test_generation_batch_routes_and_counts(model_dirs, tmp_path):
 @pytest.mark.parametrize(
     ("completions", "zero_terms"),
     [
-        (lambda p, j: f"\\boxed{{{sum(operands(p))}}}", {"contrast"}),  # all correct
-        (lambda p, j: "\\boxed{0}", {"distill"}),  # all incorrect
+        (lambda p, j, i: f"\\boxed{{{sum(operands(p))}}}", {"contrast"}),  # all correct
+        (lambda p, j, i: "\\boxed{0}", {"distill"}),  # all incorrect
     ],
 )
 def test_one_sided_batches_give_finite_losses(model_dirs, tmp_path, completions, zero_terms):
@@ -153,13 +154,23 @@ def test_route_returning_wrong_types_is_a_clear_error(model_dirs, tmp_path):
 def test_reference_is_rendered_as_the_assistant_turn(model_dirs, tmp_path, tokenizer):
     trainer = make_trainer(model_dirs, tmp_path)
     prompt = [{"role": "user", "content": "What is 1+1?"}]
-    ids = trainer._reference_completion_ids(prompt, "1+1=2. \\boxed{2}")
-    # Qwen3's template renders a final assistant turn with an (empty) think block, then the answer and <|im_end|>.
-    assert tokenizer.decode(ids) == "<think>\n\n</think>\n\n1+1=2. \\boxed{2}<|im_end|>"
+    # Qwen3 in thinking mode: the reference is the reasoning, its last line the answer, as a sampled completion.
+    ids = trainer._reference_completion_ids(prompt, "1+1=2.\nSo \\boxed{2}")
+    assert tokenizer.decode(ids) == "<think>\n1+1=2.\nSo \\boxed{2}\n</think>\n\nSo \\boxed{2}<|im_end|>"
+    # A reference with its own think block is rendered as it is.
+    ids = trainer._reference_completion_ids(prompt, "<think>\n1+1=2\n</think>\n\n\\boxed{2}")
+    assert tokenizer.decode(ids) == "<think>\n1+1=2\n</think>\n\n\\boxed{2}<|im_end|>"
     assert trainer._reference_completion_ids("What is 1+1?", "2") == tokenizer("2")["input_ids"] + [
         tokenizer.eos_token_id
     ]
     assert trainer._reference_completion_ids(prompt, "  ") is None
+
+
+def test_reference_as_the_visible_answer(model_dirs, tmp_path, tokenizer):
+    trainer = make_trainer(model_dirs, tmp_path, vtd_reference_format="answer")
+    ids = trainer._reference_completion_ids([{"role": "user", "content": "1+1?"}], "1+1=2. \\boxed{2}")
+    # Qwen3's template renders a final assistant turn with an (empty) think block, then the answer and <|im_end|>.
+    assert tokenizer.decode(ids) == "<think>\n\n</think>\n\n1+1=2. \\boxed{2}<|im_end|>"
 
 
 def test_reference_follows_chat_template_kwargs_and_max_length(model_dirs, tmp_path, tokenizer):
@@ -192,7 +203,8 @@ def test_chosen_sources(model_dirs, tmp_path, tokenizer, source, has_reference, 
         chosen = out["vtd_chosen_ids"][row_index][out["vtd_chosen_mask"][row_index].bool()]
         uses_reference = source != "sibling" and has_reference[row_index // K]
         a, b = operands(rows[row_index // K]["prompt"][0]["content"])
-        expected = f"<think>\n\n</think>\n\n{rows[row_index // K]['reference']}" if uses_reference else None
+        reference = rows[row_index // K]["reference"]
+        expected = f"<think>\n{reference}\n</think>\n\n{reference}" if uses_reference else None
         expected = expected or mixed_completions(f"{a}+{b}", 0)  # the first correct sibling
         assert tokenizer.decode(chosen) == expected + "<|im_end|>"
     assert last_metrics(trainer)["vtd/no_chosen_fraction"] == 0.25 * pairs.count(False) / 2
@@ -221,6 +233,69 @@ def test_teacher_runs_only_on_distilled_rows(model_dirs, tmp_path, monkeypatch):
     assert seen == [int(out["vtd_distill"].sum())] == [4]
 
 
+def test_env_mask_tokens_count_neither_in_policy_nor_reference(model_dirs, tmp_path):
+    """With tokens masked out of the loss (tool output, `env_mask`), both DPO log-ratios skip the same tokens."""
+    rows = arithmetic_rows(2)
+    rollout = fixed_rollout(mixed_completions)
+
+    def rollout_with_env_mask(prompts, trainer):
+        output = rollout(prompts, trainer)
+        output["env_mask"] = [[int(k % 3 != 1) for k in range(len(ids))] for ids in output["completion_ids"]]
+        return output
+
+    args = vtd_args(tmp_path, num_generations=K, per_device_train_batch_size=8, max_completion_length=64)
+    trainer = VtDTrainer(
+        model=model_dirs["student"],
+        teacher_model=model_dirs["teacher"],
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        rollout_func=rollout_with_env_mask,
+    )
+    trainer.compute_loss(trainer.model, generation_batch(trainer, rows))
+    metrics = last_metrics(trainer)
+    assert abs(metrics["vtd/dpo_margin"]) < 1e-5  # policy == reference at the start: no margin
+    assert metrics["vtd/contrast_loss"] == pytest.approx(4 * math.log(2) / 8, rel=1e-5)
+
+
+def truncating_completions(prompt_text: str, position: int, row: int = 0) -> str:
+    """Position 0 correct but truncated (no EOS), 1 wrong and truncated, 2 correct, 3 wrong."""
+    a, b = operands(prompt_text)
+    return [f"\\boxed{{{a + b}}} and so on...", "I think...", f"\\boxed{{{a + b}}}", "7"][position]
+
+
+def test_masked_truncated_completions_are_skipped(model_dirs, tmp_path, tokenizer):
+    rows = arithmetic_rows(2)
+    trainer = make_trainer(
+        model_dirs,
+        tmp_path,
+        completions=truncating_completions,
+        mask_truncated_completions=True,
+        vtd_chosen_source="sibling",
+    )
+    out = generation_batch(trainer, rows)
+    assert out["vtd_distill"].tolist() == [False, False, True, False] * 2
+    assert out["vtd_contrast"].tolist() == [False, False, False, True] * 2
+    # The sibling is the correct completion that kept its tokens, not the truncated one before it.
+    chosen = out["vtd_chosen_ids"][3][out["vtd_chosen_mask"][3].bool()]
+    assert tokenizer.decode(chosen) == truncating_completions(rows[0]["prompt"][0]["content"], 2) + "<|im_end|>"
+    assert last_metrics(trainer)["vtd/skip_fraction"] == 0.5
+
+
+def test_no_unused_forward_when_generation_and_updates_are_misaligned(model_dirs, tmp_path, monkeypatch):
+    """GRPO computes old log-probs when steps_per_generation != accumulation; VtD's loss reads none of them."""
+    trainer = make_trainer(model_dirs, tmp_path, steps_per_generation=2, max_steps=2, per_device_train_batch_size=4)
+    forwards = []
+    original = type(trainer).__mro__[1]._get_per_token_logps_and_entropies
+    monkeypatch.setattr(
+        type(trainer).__mro__[1],
+        "_get_per_token_logps_and_entropies",
+        lambda *a, **k: forwards.append(1) or original(*a, **k),
+    )
+    trainer.train()
+    assert forwards == []
+    assert all(math.isfinite(e["loss"]) for e in trainer.state.log_history if "loss" in e)
+
+
 # ---------------------------------------------------------------------------------------------------- the loss
 
 
@@ -230,18 +305,22 @@ def sequence_logps(model, prompt_ids, part_ids) -> torch.Tensor:
     return logits.log_softmax(-1).gather(-1, torch.tensor(part_ids).unsqueeze(-1)).sum()
 
 
-@pytest.mark.parametrize("backend", ["naive", "chunked"])
-def test_loss_and_gradient_match_an_independent_recomputation(model_dirs, tmp_path, tokenizer, backend):
+@pytest.mark.parametrize(("backend", "distill_incorrect"), [("naive", False), ("chunked", False), ("chunked", True)])
+def test_loss_and_gradient_match_an_independent_recomputation(
+    model_dirs, tmp_path, tokenizer, backend, distill_incorrect
+):
     """The whole VtD loss of one generation batch, recomputed from plain full-logit forwards of fresh models."""
-    rows = arithmetic_rows(2)
+    rows = [dict(arithmetic_rows(1)[0]), dict(arithmetic_rows(1, start=200)[0])]  # prompts of different lengths
     alpha, weight, dpo_beta, distill_beta, temperature = 5.0, 0.1, 0.5, 0.5, 0.8
     trainer = make_trainer(
         model_dirs,
         tmp_path,
+        rows=rows,
         vtd_distill_backend=backend,
         vtd_dpo_beta=dpo_beta,
         vtd_distill_beta=distill_beta,
         vtd_distill_temperature=temperature,
+        vtd_distill_incorrect=distill_incorrect,
     )
     # Move the policy away from the reference, so the DPO term is not at its log(2) starting point.
     torch.manual_seed(3)
@@ -249,6 +328,7 @@ def test_loss_and_gradient_match_an_independent_recomputation(model_dirs, tmp_pa
         for param in trainer.model.parameters():
             param.add_(0.05 * torch.randn_like(param))
     out = generation_batch(trainer, rows)
+    assert out["prompt_mask"].sum(1).unique().numel() == 2  # left padding is exercised
     loss = trainer.compute_loss(trainer.model, out)
     loss.backward()
 
@@ -260,19 +340,21 @@ def test_loss_and_gradient_match_an_independent_recomputation(model_dirs, tmp_pa
     for row in rows:
         prompt_ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True)
         prompt_ids = list(prompt_ids["input_ids"] if hasattr(prompt_ids, "keys") else prompt_ids)
-        chosen = tokenizer(f"<think>\n\n</think>\n\n{row['reference']}<|im_end|>", add_special_tokens=False)
-        chosen_ids = chosen["input_ids"]
+        # Thinking mode: the reference inside the think block, its last line repeated as the answer
+        chosen_text = f"<think>\n{row['reference']}\n</think>\n\n{row['reference']}<|im_end|>"
+        chosen_ids = tokenizer(chosen_text, add_special_tokens=False)["input_ids"]
         for position in range(K):
             text = mixed_completions(row["prompt"][0]["content"], position)
             ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
             num_tokens += len(ids)
             full = torch.tensor([prompt_ids + ids])
-            if position in (0, 2):  # correct: distilled
+            correct = position in (0, 2)
+            if correct or distill_incorrect:
                 s = policy(input_ids=full).logits[0, len(prompt_ids) - 1 : -1].double() / temperature
                 with torch.no_grad():
                     t = teacher(input_ids=full).logits[0, len(prompt_ids) - 1 : -1].double() / temperature
                 distill_sum = distill_sum + generalized_jsd(s, t, distill_beta).sum()
-            else:  # incorrect: a DPO pair against the reference
+            if not correct:  # a DPO pair against the reference
                 with torch.no_grad():
                     ref_margin = sequence_logps(reference, prompt_ids, chosen_ids) - sequence_logps(
                         reference, prompt_ids, ids
@@ -284,7 +366,7 @@ def test_loss_and_gradient_match_an_independent_recomputation(model_dirs, tmp_pa
 
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     for (name, param), (_, ref_param) in zip(trainer.model.named_parameters(), policy.named_parameters()):
-        torch.testing.assert_close(param.grad, ref_param.grad, rtol=1e-4, atol=1e-7, msg=name)
+        torch.testing.assert_close(param.grad, ref_param.grad, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
 
 
 def test_literal_normalizers(model_dirs, tmp_path):
@@ -306,7 +388,13 @@ def test_literal_normalizers(model_dirs, tmp_path):
 # ---------------------------------------------------------------------------------------------------- training
 
 
-def one_step_update(model_dirs, tmp_path, per_device, accumulation):
+def lopsided_completions(prompt_text: str, position: int, row: int) -> str:
+    """Mixed in the first half of the generation batch, all correct in the second: with 2 processes, the second
+    process has no DPO pair at all while the first has several."""
+    return mixed_completions(prompt_text, position if row < 8 else 0)
+
+
+def one_step_update(model_dirs, tmp_path, per_device, accumulation, completions=mixed_completions):
     rows = arithmetic_rows(4)
     args = dict(
         num_generations=K,
@@ -324,7 +412,7 @@ def one_step_update(model_dirs, tmp_path, per_device, accumulation):
         teacher_model=model_dirs["teacher"],
         args=vtd_args(tmp_path / f"{per_device}x{accumulation}", **args),
         train_dataset=Dataset.from_list(rows),
-        rollout_func=fixed_rollout(mixed_completions),
+        rollout_func=fixed_rollout(completions),
     )
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
     trainer.train()
@@ -363,7 +451,9 @@ def test_lora_training_and_adapter_free_reference(model_dirs, tmp_path):
 
     rows = arithmetic_rows(2)
     # Gradient checkpointing on: PEFT needs input gradients for it, the hidden-state path must keep working.
-    args = vtd_args(tmp_path, num_generations=K, per_device_train_batch_size=8, max_steps=2, gradient_checkpointing=True)
+    args = vtd_args(
+        tmp_path, num_generations=K, per_device_train_batch_size=8, max_steps=2, gradient_checkpointing=True
+    )
     trainer = VtDTrainer(
         model=model_dirs["student"],
         teacher_model=model_dirs["teacher"],

@@ -7,6 +7,7 @@ DISTILL_BACKENDS = ("auto", "liger", "chunked", "naive")
 CHOSEN_SOURCES = ("reference", "sibling", "reference_then_sibling")
 DISTILL_NORMALIZERS = ("completion_tokens", "distilled_tokens")
 CONTRAST_NORMALIZERS = ("completions", "pairs")
+REFERENCE_FORMATS = ("auto", "reasoning", "answer")
 
 
 @dataclass
@@ -66,6 +67,11 @@ class VtDConfig(GRPOConfig):
             Where the chosen sequence of a DPO pair comes from: `"reference"` (the reference column), `"sibling"`
             (a correct completion of the same prompt) or `"reference_then_sibling"` (the reference when the row has
             one, else a sibling). A pair without a chosen sequence is skipped and counted.
+        vtd_reference_format (`str`, *optional*, defaults to `"auto"`):
+            Where a reference without its own `<think>` block goes in the chosen sequence, for chat templates with a
+            thinking block (Qwen3): `"reasoning"` (inside the think block, its last line repeated as the answer, the
+            shape of a thinking-mode completion), `"answer"` (the visible answer after an empty think block, the
+            template's own rendering) or `"auto"` (`"reasoning"` when the prompt leaves thinking on).
         vtd_max_reference_length (`int`, *optional*):
             Maximum number of tokens of a chosen sequence (after the prompt); longer ones are truncated. Defaults to
             `max_completion_length`.
@@ -174,6 +180,14 @@ class VtDConfig(GRPOConfig):
             "choices": list(CHOSEN_SOURCES),
         },
     )
+    vtd_reference_format: str = field(
+        default="auto",
+        metadata={
+            "help": "Where a reference without its own think block goes in the chosen sequence: 'reasoning' (inside "
+            "the think block), 'answer' (after an empty think block) or 'auto' (reasoning when thinking is on).",
+            "choices": list(REFERENCE_FORMATS),
+        },
+    )
     vtd_max_reference_length: int | None = field(
         default=None,
         metadata={
@@ -210,6 +224,7 @@ class VtDConfig(GRPOConfig):
             ("vtd_chosen_source", CHOSEN_SOURCES),
             ("vtd_distill_normalizer", DISTILL_NORMALIZERS),
             ("vtd_contrast_normalizer", CONTRAST_NORMALIZERS),
+            ("vtd_reference_format", REFERENCE_FORMATS),
         ):
             value = getattr(self, name)
             if value not in allowed:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 BACKENDS = ("auto", "liger", "chunked", "naive")
+_MM_OUT_DTYPE = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 8)
 
 # Working set of one token chunk of the `chunked` backend: about 8 fp32 [chunk, vocab] tensors live at once.
 _CHUNK_BYTES = 1 << 30
@@ -126,9 +127,14 @@ def _naive_divergence(h_s, w_s, h_t, w_t, beta, temperature):
     return generalized_jsd(student_logits, teacher_logits.detach(), beta).sum()
 
 
+def _low_precision_cuda(x: torch.Tensor) -> bool:
+    # `torch.mm(..., out_dtype=)` (fp32 output of a bf16 GEMM) exists from torch 2.8 on CUDA
+    return x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and _MM_OUT_DTYPE
+
+
 def _project(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     # Logits in fp32 without rounding them to a low-precision dtype first (that bias is visible in the JSD).
-    if hidden.is_cuda and hidden.dtype in (torch.float16, torch.bfloat16) and weight.dtype == hidden.dtype:
+    if _low_precision_cuda(hidden) and weight.dtype == hidden.dtype:
         return torch.mm(hidden, weight.t(), out_dtype=torch.float32)
     return hidden.float() @ weight.float().t()
 
@@ -164,7 +170,7 @@ class _ChunkedDivergence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h_s, w_s, h_t, w_t, beta, temperature, chunk_size):
-        low_precision_cuda = h_s.is_cuda and h_s.dtype in (torch.float16, torch.bfloat16)
+        low_precision_cuda = _low_precision_cuda(h_s)
         total = torch.zeros((), device=h_s.device, dtype=torch.float32)
         grad_h = torch.empty(h_s.shape, device=h_s.device, dtype=torch.float32) if h_s.requires_grad else None
         grad_w = torch.zeros(w_s.shape, device=w_s.device, dtype=torch.float32) if w_s.requires_grad else None
@@ -196,7 +202,7 @@ class _ChunkedDivergence(torch.autograd.Function):
 
 
 def _mm_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    if a.is_cuda and a.dtype in (torch.float16, torch.bfloat16):
+    if _low_precision_cuda(a):
         return torch.mm(a, b.to(a.dtype), out_dtype=torch.float32)
     return a.float() @ b.float()
 
