@@ -1,0 +1,169 @@
+"""A toy reasoning task generated in code: multi-step arithmetic word problems with worked solutions.
+
+Each problem is a start count followed by two or three additions and subtractions, told as a short story:
+
+    Mia has 23 apples. She buys 15 more, then sells 9. How many apples does Mia have now?
+
+and its reference solution is what a Qwen3 model in thinking mode would generate after the generation prompt,
+one line of arithmetic per step inside `<think>`, then the answer in `\\boxed{}`:
+
+    <think>
+    23 + 15 = 38
+    38 - 9 = 29
+    </think>
+
+    Mia has \\boxed{29} apples now.
+
+A problem's identity is its arithmetic (start, operations, amounts), not its wording: the split is a stable hash
+of that arithmetic, so train and held-out never share a problem, whatever the names, items, sizes or seed.
+"""
+
+import hashlib
+import random
+from dataclasses import dataclass
+
+from datasets import Dataset
+
+SPLITS = ("train", "test")
+HELD_OUT_PERCENT = 20  # share of all problems reserved for the held-out split
+
+NAMES = {"Mia": "She", "Ana": "She", "Ivy": "She", "Zoe": "She", "Tom": "He", "Leo": "He", "Sam": "He", "Ben": "He"}
+ITEMS = ["apples", "coins", "books", "stamps", "shells", "cards", "pens", "eggs"]
+ADD_VERBS = ["buys", "finds", "gets"]
+SUB_VERBS = ["sells", "loses", "gives away"]
+
+# Whole-word tokens for the demo tokenizer: every fixed word of the task, so that only numbers are spelled out
+# character by character (the arithmetic is what the models must learn, digit by digit).
+TASK_WORDS = [
+    *NAMES,
+    *dict.fromkeys(NAMES.values()),  # each pronoun once
+    *ITEMS,
+    *ADD_VERBS,
+    *SUB_VERBS,
+    "has",
+    "have",
+    "more",
+    "then",
+    "How",
+    "many",
+    "does",
+    "now",
+    "\\boxed{",
+]
+
+MIN_VALUE, MAX_VALUE = 1, 99  # every running total stays a positive number of at most two digits
+MIN_START, MAX_START = 10, 60
+MIN_AMOUNT, MAX_AMOUNT = 2, 39
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One word problem: `start` items, then signed `amounts` applied in order (positive = gained)."""
+
+    start: int
+    amounts: tuple[int, ...]
+    name: str
+    item: str
+    verbs: tuple[str, ...]
+
+    @property
+    def totals(self) -> list[int]:
+        """The running total after each step."""
+        totals, total = [], self.start
+        for amount in self.amounts:
+            total += amount
+            totals.append(total)
+        return totals
+
+    @property
+    def answer(self) -> int:
+        return self.totals[-1]
+
+    @property
+    def split(self) -> str:
+        """`"test"` for a fixed `HELD_OUT_PERCENT` of all arithmetic, `"train"` for the rest."""
+        # A cryptographic hash rather than `hash()`: Python salts `hash()` of strings per process.
+        digest = hashlib.sha256(repr((self.start, self.amounts)).encode()).digest()
+        return "test" if int.from_bytes(digest[:8], "big") % 100 < HELD_OUT_PERCENT else "train"
+
+    def question(self) -> str:
+        actions = ", then ".join(
+            f"{verb} {abs(amount)}{' more' if amount > 0 else ''}" for verb, amount in zip(self.verbs, self.amounts)
+        )
+        return (
+            f"{self.name} has {self.start} {self.item}. {NAMES[self.name]} {actions}. "
+            f"How many {self.item} does {self.name} have now?"
+        )
+
+    def reference(self) -> str:
+        lines, total = [], self.start
+        for amount, new_total in zip(self.amounts, self.totals):
+            lines.append(f"{total} {'+' if amount > 0 else '-'} {abs(amount)} = {new_total}")
+            total = new_total
+        steps = "\n".join(lines)
+        return f"<think>\n{steps}\n</think>\n\n{self.name} has \\boxed{{{self.answer}}} {self.item} now."
+
+    def row(self) -> dict:
+        """The problem in VtD's columns: conversational `prompt`, gold `answer` and `reference` solution."""
+        return {
+            "prompt": [{"role": "user", "content": self.question()}],
+            "answer": str(self.answer),
+            "reference": self.reference(),
+        }
+
+
+def sample_problem(rng: random.Random) -> Problem:
+    """Draws one problem with two or three steps whose running totals all stay in [1, 99]."""
+    while True:
+        start = rng.randint(MIN_START, MAX_START)
+        amounts = tuple(rng.choice((1, -1)) * rng.randint(MIN_AMOUNT, MAX_AMOUNT) for _ in range(rng.choice((2, 3))))
+        problem = Problem(
+            start=start,
+            amounts=amounts,
+            name=rng.choice(list(NAMES)),
+            item=rng.choice(ITEMS),
+            verbs=tuple(rng.choice(ADD_VERBS if amount > 0 else SUB_VERBS) for amount in amounts),
+        )
+        if all(MIN_VALUE <= total <= MAX_VALUE for total in problem.totals):
+            return problem
+
+
+def generate_problems(split: str, num_rows: int, seed: int = 0) -> list[Problem]:
+    """`num_rows` distinct problems of `split`, the same for the same arguments.
+
+    Args:
+        split: `"train"` or `"test"` (held-out).
+        num_rows: how many problems.
+        seed: seed of the draw; different seeds give different (possibly overlapping) problems of the same split.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is not a split of the demo task; use one of {SPLITS}.")
+    if num_rows < 0:
+        raise ValueError(f"num_rows={num_rows} must be >= 0.")
+    rng = random.Random(f"vtd-demo-task-{seed}")
+    problems, seen = [], set()
+    while len(problems) < num_rows:
+        problem = sample_problem(rng)
+        key = (problem.start, problem.amounts)
+        if problem.split == split and key not in seen:
+            seen.add(key)
+            problems.append(problem)
+    return problems
+
+
+def demo_dataset(split: str, num_rows: int, seed: int = 0) -> Dataset:
+    """The demo task as a `datasets.Dataset` with columns `prompt`, `answer` and `reference`.
+
+    Args:
+        split: `"train"` or `"test"` (held-out); the two never share a problem.
+        num_rows: number of rows.
+        seed: seed of the draw.
+
+    Example:
+
+    ```python
+    >>> from vtd_trl.demo.task import demo_dataset
+    >>> demo_dataset("test", 2)[0]["answer"]
+    ```
+    """
+    return Dataset.from_list([problem.row() for problem in generate_problems(split, num_rows, seed)])
