@@ -1,7 +1,12 @@
-"""Tiny Qwen3-architecture models, built from a config (no download)."""
+"""Tiny Qwen3-architecture models, built from a config (no download), and the shipped demo teacher and student."""
+
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase, Qwen3Config
+
+ASSETS_DIR = Path(__file__).parent / "assets"
+DEMO_ROLES = ("student", "teacher")
 
 
 def tiny_qwen3(
@@ -32,3 +37,20 @@ def tiny_qwen3(
     )
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config)
+
+
+def demo_model_path(role: str) -> str:
+    """Path of the shipped demo `role` (`"student"` or `"teacher"`): a model directory with its tokenizer.
+
+    Both were made by `python -m vtd_trl.demo.pretrain` (see `vtd_trl/demo/README.md`) and load with
+    `from_pretrained`, e.g. `VtDTrainer(model=demo_model_path("student"), teacher_model=demo_model_path("teacher"))`.
+    """
+    if role not in DEMO_ROLES:
+        raise ValueError(f"role={role!r} is not a demo model; use one of {DEMO_ROLES}.")
+    path = ASSETS_DIR / role
+    if not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"The demo {role} is missing from {path}; reinstall vtd-trl, or rebuild it with "
+            f"`python -m vtd_trl.demo.pretrain --output-dir {ASSETS_DIR}`."
+        )
+    return str(path)
