@@ -1,0 +1,248 @@
+"""The offline demo: the toy task generator, the demo tokenizer, SFT data, the shipped models and their evaluation."""
+
+import random
+import re
+
+import pytest
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from vtd_trl.demo import pretrain
+from vtd_trl.demo.evaluate import EvalResult, evaluate, greedy_completions
+from vtd_trl.demo.models import demo_model_path
+from vtd_trl.demo.pretrain import DemoModelSpec, demo_tokenizer, sft_dataset
+from vtd_trl.demo.task import TASK_WORDS, demo_dataset, generate_problems, sample_problem
+from vtd_trl.demo.tokenizer import build_char_tokenizer
+
+# An independent reading of the question: the start count, then each action's verb and amount.
+START = re.compile(r"^(\w+) has (\d+) (\w+)\. ")
+ACTION = re.compile(r"(buys|finds|gets|sells|loses|gives away) (\d+)( more)?")
+STEP = re.compile(r"^(\d+) ([+-]) (\d+) = (\d+)$")
+GAIN = {"buys", "finds", "gets"}
+
+
+def solve_question(question: str) -> tuple[int, list[int]]:
+    """Start count and signed amounts of a demo question, read from its text."""
+    start = int(START.match(question).group(2))
+    amounts = [int(n) if verb in GAIN else -int(n) for verb, n, _ in ACTION.findall(question)]
+    return start, amounts
+
+
+def test_first_rows_are_pinned():
+    # The shipped models were trained on this generator: a change to it must be deliberate.
+    assert demo_dataset("test", 2, seed=0).to_list() == [
+        {
+            "prompt": [
+                {
+                    "role": "user",
+                    "content": "Ivy has 23 stamps. She buys 39 more, then buys 18 more. "
+                    "How many stamps does Ivy have now?",
+                }
+            ],
+            "answer": "80",
+            "reference": "<think>\n23 + 39 = 62\n62 + 18 = 80\n</think>\n\nIvy has \\boxed{80} stamps now.",
+        },
+        {
+            "prompt": [
+                {
+                    "role": "user",
+                    "content": "Tom has 23 coins. He gets 5 more, then gets 19 more, then loses 18. "
+                    "How many coins does Tom have now?",
+                }
+            ],
+            "answer": "29",
+            "reference": "<think>\n23 + 5 = 28\n28 + 19 = 47\n47 - 18 = 29\n</think>\n\nTom has \\boxed{29} coins now.",
+        },
+    ]
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_references_are_arithmetically_right(split):
+    for row in demo_dataset(split, 300, seed=3):
+        question = row["prompt"][0]["content"]
+        start, amounts = solve_question(question)
+        assert len(amounts) in (2, 3) and question.endswith(" have now?")
+
+        think, final = re.fullmatch(r"<think>\n(.*)\n</think>\n\n(.*)", row["reference"], re.DOTALL).groups()
+        total = start
+        for line, amount in zip(think.split("\n"), amounts, strict=True):
+            left, op, right, result = STEP.match(line).groups()
+            assert int(left) == total
+            assert (1 if op == "+" else -1) * int(right) == amount
+            total += amount
+            assert int(result) == total and 1 <= total <= 99
+
+        assert row["answer"] == str(total)
+        assert re.findall(r"\\boxed\{(\d+)\}", final) == [row["answer"]]
+
+
+def test_splits_never_share_a_problem():
+    def arithmetic(split, num_rows, seed):
+        return {
+            (start, tuple(amounts))
+            for start, amounts in (
+                solve_question(row["prompt"][0]["content"]) for row in demo_dataset(split, num_rows, seed)
+            )
+        }
+
+    train = arithmetic("train", 3000, seed=0) | arithmetic("train", 3000, seed=1)
+    test = arithmetic("test", 500, seed=0) | arithmetic("test", 500, seed=1)
+    assert len(train) > 5000 and len(test) > 900
+    assert not train & test
+
+
+def test_held_out_share_of_all_problems():
+    rng = random.Random(0)
+    problems = [sample_problem(rng) for _ in range(5000)]
+    assert 0.18 < sum(problem.split == "test" for problem in problems) / len(problems) < 0.22
+
+
+def test_generation_is_deterministic_by_seed():
+    assert demo_dataset("train", 50, seed=1).to_list() == demo_dataset("train", 50, seed=1).to_list()
+    assert demo_dataset("train", 50, seed=1)["prompt"] != demo_dataset("train", 50, seed=2)["prompt"]
+    # A longer draw extends a shorter one: growing the dataset keeps its first rows.
+    assert demo_dataset("test", 80, seed=1).to_list()[:30] == demo_dataset("test", 30, seed=1).to_list()
+    assert len({(p.start, p.amounts) for p in generate_problems("train", 500)}) == 500
+
+
+def test_bad_split_names_the_value_and_the_choices():
+    with pytest.raises(ValueError, match=r"split='dev'.*\('train', 'test'\)"):
+        demo_dataset("dev", 3)
+
+
+def test_demo_tokenizer_round_trip_on_task_text():
+    tokenizer = demo_tokenizer()
+    for row in demo_dataset("train", 200):
+        text = (
+            tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False)
+            + row["reference"]
+            + tokenizer.eos_token
+        )
+        assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+    assert tokenizer.tokenize("Tom has 23 coins. He gives away 5.") == [
+        "Tom", " ", "has", " ", "2", "3", " ", "coins", ".", " ", "He", " ", "gives away", " ", "5", ".",
+    ]  # fmt: skip
+    assert tokenizer.tokenize("<think>\n\\boxed{40}</think>") == [
+        "<think>",
+        "\n",
+        "\\boxed{",
+        "4",
+        "0",
+        "}",
+        "</think>",
+    ]
+
+
+def test_demo_tokenizer_extends_the_character_tokenizer():
+    # Same ids for every character and special token, so models and callers of `build_char_tokenizer()` agree.
+    base = build_char_tokenizer()
+    tokenizer = demo_tokenizer()
+    assert base.get_vocab().items() <= tokenizer.get_vocab().items()
+    assert len(tokenizer) == len(base) + len(TASK_WORDS)
+    assert (tokenizer.eos_token, tokenizer.pad_token, tokenizer.chat_template) == (
+        "<|im_end|>",
+        "<|endoftext|>",
+        base.chat_template,
+    )
+
+
+def test_completions_fit_the_demo_generation_budget():
+    tokenizer = demo_tokenizer()
+    lengths = [
+        len(tokenizer(row["reference"] + tokenizer.eos_token)["input_ids"]) for row in demo_dataset("train", 2000)
+    ]
+    assert max(lengths) <= 64
+
+
+def test_sft_sequence_is_the_generation_prompt_then_the_reference_as_generated():
+    tokenizer = demo_tokenizer()
+    rows = demo_dataset("train", 20)
+    for row, example in zip(rows, sft_dataset(rows, tokenizer)):
+        ids, mask = example["input_ids"], example["completion_mask"]
+        start = mask.index(1)
+        assert mask == [0] * start + [1] * (len(ids) - start)
+        question = row["prompt"][0]["content"]
+        assert tokenizer.decode(ids[:start]) == f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+        assert tokenizer.decode(ids[start:]) == row["reference"] + "<|im_end|>"
+        # The chat template renders the reference as an assistant turn in the same way (the chosen side of VtD's
+        # DPO pairs), up to the newline it writes after `<|im_end|>`.
+        conversation = row["prompt"] + [{"role": "assistant", "content": row["reference"]}]
+        assert tokenizer.apply_chat_template(conversation, tokenize=False) == tokenizer.decode(ids) + "\n"
+
+
+def test_pretrain_stops_at_stop_step_and_saves_a_loadable_model(tmp_path, monkeypatch):
+    spec = DemoModelSpec(
+        hidden_size=16,
+        num_hidden_layers=1,
+        intermediate_size=32,
+        max_steps=10,
+        learning_rate=1e-3,
+        stop_step=3,
+        batch_size=4,
+    )
+    monkeypatch.setitem(pretrain.SPECS, "student", spec)
+    monkeypatch.setattr(pretrain, "NUM_TRAIN_ROWS", 40)
+    monkeypatch.setattr(pretrain, "NUM_EVAL_ROWS", 2)
+    summary = pretrain.pretrain("student", tmp_path)
+    assert (summary["steps_trained"], summary["max_steps"]) == (3, 10)
+    vocab = len(demo_tokenizer())
+    # embeddings + LM head, then per layer q/o (16x16), k/v (16x8), q/k norms (head dim 4), MLP (3 x 16x32), 2 norms
+    expected = 2 * vocab * 16 + (2 * 256 + 2 * 128 + 2 * 4 + 3 * 512 + 2 * 16) + 16
+    assert summary["num_parameters"] == expected
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "student").num_parameters() == expected
+    assert AutoTokenizer.from_pretrained(tmp_path / "student").get_vocab() == demo_tokenizer().get_vocab()
+
+
+def test_eval_result_counts_unverifiable_rows_as_wrong():
+    result = EvalResult(completions=["a", "b", "c", "d"], verdicts=[True, None, False, True])
+    assert result.accuracy == 0.5
+
+
+def test_evaluate_names_a_missing_column():
+    dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": "1+1?"}], "gold": "2"}])
+    with pytest.raises(ValueError, match=r"no column 'answer'.*\['prompt', 'gold'\]"):
+        evaluate(None, None, dataset)
+
+
+def test_demo_model_path_rejects_an_unknown_role():
+    with pytest.raises(ValueError, match=r"role='grader'.*\('student', 'teacher'\)"):
+        demo_model_path("grader")
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    tokenizer = AutoTokenizer.from_pretrained(demo_model_path("student"))
+    models = {role: AutoModelForCausalLM.from_pretrained(demo_model_path(role)) for role in ("student", "teacher")}
+    return tokenizer, models
+
+
+def test_shipped_models_load_with_the_demo_tokenizer(shipped):
+    tokenizer, models = shipped
+    expected = demo_tokenizer()
+    for role, model in models.items():
+        assert AutoTokenizer.from_pretrained(demo_model_path(role)).get_vocab() == expected.get_vocab()
+        assert model.config.model_type == "qwen3"
+        assert model.config.vocab_size == len(expected)
+        assert model.config.eos_token_id == expected.eos_token_id
+    assert tokenizer.chat_template == expected.chat_template
+    assert models["student"].num_parameters() < models["teacher"].num_parameters()
+
+
+def test_teacher_beats_student_on_held_out_problems(shipped):
+    tokenizer, models = shipped
+    rows = demo_dataset("test", 32)
+    teacher, student = (evaluate(models[role], tokenizer, rows, batch_size=32) for role in ("teacher", "student"))
+    # Measured on these 32 problems: teacher 32/32, student 17/32 (200 problems: 99.5% and 43%).
+    assert teacher.accuracy >= 30 / 32
+    assert 8 / 32 <= student.accuracy <= 22 / 32
+    # Both write the reference's shape; the student's mistakes are in the arithmetic, which is what VtD can teach.
+    shape = re.compile(r"<think>\n(\d+ [+-] \d+ = \d+\n){2,3}</think>\n\n\w+ has \\boxed\{\d+\} \w+ now\.")
+    assert all(shape.fullmatch(completion) for completion in teacher.completions + student.completions)
+
+
+def test_batched_greedy_completions_equal_one_by_one(shipped):
+    # Left padding and the attention mask must not change what a prompt generates.
+    tokenizer, models = shipped
+    prompts = demo_dataset("test", 8)["prompt"]
+    batched = greedy_completions(models["student"], tokenizer, prompts, batch_size=8)
+    assert batched == greedy_completions(models["student"], tokenizer, prompts, batch_size=1)
