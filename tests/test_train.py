@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from safetensors.torch import load_file
 from trl import ModelConfig, TrlParser
 
@@ -159,3 +161,43 @@ def test_push_failure_keeps_the_local_save(model_dirs, tmp_path):
     # The run summary printed at start names what was run
     for expected in ("student   ", "teacher   ", "(4 prompts)", "K=4", "5.0 * distill", "0.1 * DPO", "fp32"):
         assert expected in output, expected
+
+
+def test_demo_recipe_shortened(tmp_path):
+    """The README's main command, cut to 2 steps: summary, training, save, and the held-out accuracies it prints."""
+    from transformers import AutoModelForCausalLM
+
+    from vtd_trl.demo.evaluate import evaluate
+    from vtd_trl.demo.models import demo_model_path
+    from vtd_trl.demo.task import demo_dataset
+
+    output_dir = tmp_path / "demo"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = ["accelerate", "launch", "--num_processes", "1", str(ROOT / "scripts" / "vtd.py"),
+               "--config", str(ROOT / "recipes" / "demo.yaml"), "--max_steps", "2", "--demo_train_rows", "16",
+               "--demo_eval_rows", "16", "--output_dir", str(output_dir)]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "dataset   vtd-demo (16 prompts)" in result.stdout and "backend chunked" in result.stdout
+    line = next(x for x in result.stdout.splitlines() if x.startswith("Held-out greedy accuracy (16 problems)"))
+    before, after, teacher = (float(v) / 100 for v in re.findall(r"([\d.]+)%", line))
+
+    held_out = demo_dataset("test", 16)
+    shipped = AutoModelForCausalLM.from_pretrained(demo_model_path("student"))
+    trained = AutoModelForCausalLM.from_pretrained(output_dir)
+    assert before == pytest.approx(
+        evaluate(shipped, tokenizer_of(output_dir), held_out).accuracy, abs=6e-4
+    )  # printed to 0.1%
+    assert after == pytest.approx(
+        evaluate(trained, tokenizer_of(output_dir), held_out).accuracy, abs=6e-4
+    )  # printed to 0.1%
+    assert teacher > before
+    changed = [not torch.equal(a, b) for a, b in zip(shipped.state_dict().values(), trained.state_dict().values())]
+    assert any(changed)
+    assert "vtd-demo" in (output_dir / "README.md").read_text()
+
+
+def tokenizer_of(path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
