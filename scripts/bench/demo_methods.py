@@ -46,6 +46,7 @@ def run(recipe: dict, method: str, seed: int) -> dict:
     teacher = resolve_model(recipe["teacher_model_name_or_path"])
     config = {k: v for k, v in recipe.items() if k in VtDConfig.__dataclass_fields__ and k not in script_keys}
     config.update(output_dir=tempfile.mkdtemp(), seed=seed, logging_steps=10, disable_tqdm=True)
+    config.update(METHODS[method] or {})
     config.pop("teacher_model_name_or_path")
     tokenizer = AutoTokenizer.from_pretrained(student)
     dataset = load_train_dataset(script_args, seed=seed)
@@ -58,7 +59,7 @@ def run(recipe: dict, method: str, seed: int) -> dict:
         )  # fmt: skip
     else:
         trainer = VtDTrainer(
-            model=student, teacher_model=teacher, args=VtDConfig(**config, **METHODS[method]),
+            model=student, teacher_model=teacher, args=VtDConfig(**config),
             train_dataset=dataset, processing_class=tokenizer,
         )  # fmt: skip
     trainer.train()
