@@ -6,6 +6,7 @@ K, lengths, steps, learning rate) and is scored by greedy held-out accuracy (`vt
 - `vtd`: the recipe as it is;
 - `distill_only`: correct completions distilled, incorrect ones dropped (`vtd_contrast_beta=0`);
 - `distill_all`: every verified completion distilled, no contrast (`vtd_distill_incorrect=True, vtd_contrast_beta=0`);
+- `vtd_literal_normalizers`: VtD with each term divided by its own count (distilled tokens, DPO pairs);
 - `grpo`: TRL's `GRPOTrainer` with the correctness reward (no teacher, no reference solutions).
 
     python scripts/bench/demo_methods.py --seeds 0 1 2      # about 15 minutes on 2 cores
@@ -35,6 +36,7 @@ METHODS = {
     "vtd": {},
     "distill_only": {"vtd_contrast_beta": 0.0},
     "distill_all": {"vtd_contrast_beta": 0.0, "vtd_distill_incorrect": True},
+    "vtd_literal_normalizers": {"vtd_distill_normalizer": "distilled_tokens", "vtd_contrast_normalizer": "pairs"},
     "grpo": None,
 }
 
