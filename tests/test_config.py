@@ -45,8 +45,10 @@ def test_every_field_has_help():
         ({"vtd_contrast_normalizer": "batch"}, r"`vtd_contrast_normalizer` must be one of"),
         ({"vtd_reference_format": "inline"}, r"`vtd_reference_format` must be one of .*'reasoning'.*got 'inline'"),
         ({"vtd_max_reference_length": 0}, r"`vtd_max_reference_length` must be >= 1 or None, got 0"),
-        ({"beta": 0.04}, r"`beta=0.04` is a GRPO policy-loss option that VtD does not use. Set it to 0.0"),
+        ({"beta": 0.04}, r"`beta=0.04` is a GRPO option that VtD does not use. Set it to 0.0"),
         ({"entropy_coef": 0.01}, r"`entropy_coef=0.01`.*Set it to 0.0"),
+        ({"cast_lm_head_to_fp32": True}, r"`cast_lm_head_to_fp32=True`.*Set it to False"),
+        ({"router_aux_loss_coef": 0.001}, r"`router_aux_loss_coef=0.001`.*Set it to None"),
         ({"teacher_model_init_kwargs": "dtype=bfloat16"}, r"`teacher_model_init_kwargs` must be a dict or a JSON"),
     ],
 )

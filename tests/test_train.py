@@ -12,11 +12,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from datasets import Dataset
 from safetensors.torch import load_file
 from trl import ModelConfig, TrlParser
 
 from vtd_trl import VtDConfig
-from vtd_trl.train import VtDScriptArguments
+from vtd_trl.train import VtDScriptArguments, describe_run, set_init_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -43,6 +44,33 @@ def test_qwen3_recipe_is_the_seed_setup():
     assert training.use_vllm and training.vllm_mode == "colocate" and training.bf16
     # 4 GPUs x 8 x 8 accumulation = 32 prompts x K 8 per optimizer step
     assert 4 * training.per_device_train_batch_size * training.gradient_accumulation_steps == 32 * 8
+
+
+def test_init_kwargs_from_model_config():
+    """ModelConfig sets how both models load; under mixed precision the teacher keeps the compute dtype."""
+    recipe = ["--config", str(ROOT / "recipes/demo.yaml"), "--attn_implementation", "sdpa"]
+    _, training, model = parse([*recipe, "--model_init_kwargs", '{"revision": "v2"}'])
+    set_init_kwargs(training, model)
+    assert training.model_init_kwargs == {"revision": "v2", "attn_implementation": "sdpa", "dtype": "float32"}
+    assert training.teacher_model_init_kwargs == {"attn_implementation": "sdpa", "dtype": "float32"}
+    # ModelConfig's default fp32 with bf16 mixed precision: no teacher dtype, so the trainer loads it in bf16
+    _, training, model = parse([*recipe, "--dtype", "float32"])
+    training.bf16 = True  # set after validation: this machine has no bf16-capable device
+    set_init_kwargs(training, model)
+    assert "dtype" not in training.teacher_model_init_kwargs
+    _, training, model = parse([*recipe, "--dtype", "bfloat16", "--teacher_model_init_kwargs", '{"dtype": "float16"}'])
+    set_init_kwargs(training, model)
+    assert training.teacher_model_init_kwargs["dtype"] == "float16"  # explicit teacher kwargs win
+
+
+def test_run_summary_counts_steps_when_a_generation_spans_several():
+    script, training, model = parse(
+        ["--config", str(ROOT / "recipes/demo.yaml"), "--per_device_train_batch_size", "2", "--max_steps", "-1",
+         "--steps_per_generation", "4", "--num_generations", "8", "--num_train_epochs", "1"]
+    )  # fmt: skip
+    summary = describe_run(script, training, model, Dataset.from_list([{"prompt": "x"}] * 10))
+    # 2 completions per optimizer step = 1/4 prompt: 10 prompts x 8 completions / 2 = 40 steps
+    assert "0.25 prompts/step" in summary and "40 optimizer steps" in summary
 
 
 def run_script(args: list[str], **kwargs) -> subprocess.Popen:

@@ -257,6 +257,33 @@ def test_env_mask_tokens_count_neither_in_policy_nor_reference(model_dirs, tmp_p
     assert metrics["vtd/contrast_loss"] == pytest.approx(4 * math.log(2) / 8, rel=1e-5)
 
 
+def test_sibling_with_tool_output_is_not_a_chosen_sequence(model_dirs, tmp_path, tokenizer):
+    """A correct completion holding tokens the policy did not write (tool output) is passed over as a chosen one."""
+    rows = arithmetic_rows(2)
+    rollout = fixed_rollout(mixed_completions)
+
+    def rollout_with_tool_output(prompts, trainer):
+        output = rollout(prompts, trainer)
+        # The first completion of each group (correct) carries two tokens of tool output.
+        output["env_mask"] = [[int(not (i % K == 0 and 2 <= k < 4)) for k in range(len(ids))] for i, ids in
+                              enumerate(output["completion_ids"])]  # fmt: skip
+        return output
+
+    args = vtd_args(tmp_path, num_generations=K, per_device_train_batch_size=8, vtd_chosen_source="sibling")
+    trainer = VtDTrainer(
+        model=model_dirs["student"],
+        teacher_model=model_dirs["teacher"],
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        rollout_func=rollout_with_tool_output,
+    )
+    out = generation_batch(trainer, rows)
+    for row_index in (1, 3, 5, 7):
+        chosen = out["vtd_chosen_ids"][row_index][out["vtd_chosen_mask"][row_index].bool()]
+        expected = mixed_completions(rows[row_index // K]["prompt"][0]["content"], 2)  # the second correct sibling
+        assert tokenizer.decode(chosen) == expected + "<|im_end|>"
+
+
 def truncating_completions(prompt_text: str, position: int, row: int = 0) -> str:
     """Position 0 correct but truncated (no EOS), 1 wrong and truncated, 2 correct, 3 wrong."""
     a, b = operands(prompt_text)

@@ -18,7 +18,7 @@ from typing import Any
 
 from accelerate import PartialState
 from datasets import Dataset
-from trl import ModelConfig, get_peft_config
+from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from .config import VtDConfig
 from .data import load_vtd_dataset
@@ -133,7 +133,7 @@ def describe_run(
     state = PartialState()
     world = state.num_processes
     prompts_per_step = (
-        args.per_device_train_batch_size * world * args.gradient_accumulation_steps // args.num_generations
+        args.per_device_train_batch_size * world * args.gradient_accumulation_steps / args.num_generations
     )
     steps = (
         args.max_steps if args.max_steps > 0 else math.ceil(len(dataset) / prompts_per_step * args.num_train_epochs)
@@ -146,7 +146,7 @@ def describe_run(
         f"student   {model_args.model_name_or_path} ({peft})",
         f"teacher   {args.teacher_model_name_or_path}",
         f"dataset   {script_args.dataset_name} ({len(dataset)} prompts)",
-        f"sampling  K={args.num_generations} completions/prompt, {prompts_per_step} prompts/step, "
+        f"sampling  K={args.num_generations} completions/prompt, {prompts_per_step:g} prompts/step, "
         f"max {args.max_completion_length} tokens, temperature {args.temperature}, {generation}",
         f"loss      {args.vtd_distill_alpha} * distill (beta={args.vtd_distill_beta}, "
         f"backend {resolve_backend(args.vtd_distill_backend, state.device)}) + {args.vtd_contrast_beta} * DPO "
@@ -169,6 +169,20 @@ def demo_accuracy(model_or_path: Any, tokenizer, script_args: VtDScriptArguments
     return evaluate(model, tokenizer, demo_dataset("test", script_args.demo_eval_rows, seed=seed)).accuracy
 
 
+def set_init_kwargs(training_args: VtDConfig, model_args: ModelConfig) -> None:
+    """As in TRL's scripts, `ModelConfig` sets how both models load; explicit `*_init_kwargs` in the recipe win."""
+    init_kwargs = dict(
+        revision=model_args.model_revision, attn_implementation=model_args.attn_implementation, dtype=model_args.dtype
+    )
+    training_args.model_init_kwargs = {**init_kwargs, **(training_args.model_init_kwargs or {})}
+    teacher_kwargs = dict(attn_implementation=model_args.attn_implementation)
+    if model_args.dtype != "float32" or not (training_args.bf16 or training_args.fp16):
+        # Under mixed precision a frozen teacher loads in the compute dtype (the trainer's default), not in the
+        # student's fp32 master dtype: ModelConfig's default would double an 8B teacher's memory.
+        teacher_kwargs["dtype"] = model_args.dtype
+    training_args.teacher_model_init_kwargs = {**teacher_kwargs, **(training_args.teacher_model_init_kwargs or {})}
+
+
 def run(script_args: VtDScriptArguments, training_args: VtDConfig, model_args: ModelConfig):
     """Train with VtD, save, optionally push; returns the trainer."""
     from transformers import AutoTokenizer
@@ -183,13 +197,7 @@ def run(script_args: VtDScriptArguments, training_args: VtDConfig, model_args: M
         raise ValueError("Set the student with `model_name_or_path` (recipe) or `--model_name_or_path`.")
     model_args.model_name_or_path = resolve_model(model_args.model_name_or_path)
     training_args.teacher_model_name_or_path = resolve_model(training_args.teacher_model_name_or_path)
-    # As in TRL's scripts: ModelConfig sets how both models load; explicit `*_init_kwargs` in the recipe win.
-    init_kwargs = dict(
-        revision=model_args.model_revision, attn_implementation=model_args.attn_implementation, dtype=model_args.dtype
-    )
-    training_args.model_init_kwargs = {**init_kwargs, **(training_args.model_init_kwargs or {})}
-    teacher_kwargs = dict(attn_implementation=model_args.attn_implementation, dtype=model_args.dtype)
-    training_args.teacher_model_init_kwargs = {**teacher_kwargs, **(training_args.teacher_model_init_kwargs or {})}
+    set_init_kwargs(training_args, model_args)
 
     # The script pushes once, after the local save, so that a hub failure (no network, no token) costs nothing.
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
@@ -209,6 +217,7 @@ def run(script_args: VtDScriptArguments, training_args: VtDConfig, model_args: M
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
+        quantization_config=get_quantization_config(model_args),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)

@@ -121,10 +121,18 @@ class VtDTrainer(GRPOTrainer):
                 for name, param in model.named_parameters():
                     if ".default." in name:
                         model.get_parameter(name.replace(".default.", ".ref.")).data.copy_(param.data)
+            elif is_deepspeed_zero3_enabled():  # a partitioned model can't be deep-copied: reload it, as GRPO does
+                reference_model = self._reload_reference(model, args)
             else:
                 reference_model = copy.deepcopy(model)
 
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
+        if self.aux_loss_enabled:
+            warnings.warn(
+                f"The student is a Mixture-of-Experts model with `router_aux_loss_coef={self.router_aux_loss_coef}` in "
+                "its config; VtD's loss does not add the router load-balancing loss.",
+                stacklevel=2,
+            )
 
         if isinstance(teacher_model, str):
             init_kwargs = self._init_kwargs(args.teacher_model_init_kwargs, args)
@@ -141,6 +149,19 @@ class VtDTrainer(GRPOTrainer):
         self._warned_template = False
 
     # ------------------------------------------------------------------ setup
+
+    @classmethod
+    def _reload_reference(cls, model: PreTrainedModel, args: VtDConfig) -> PreTrainedModel:
+        model_id = get_config_model_id(model.config)
+        if not model_id:
+            raise ValueError(
+                "Under DeepSpeed ZeRO-3 the DPO reference (the initial student) is reloaded from the student's path, "
+                f"but the student instance has none (`config._name_or_path={model_id!r}`). Save it first and pass "
+                "the path as `model=`, or set `vtd_contrast_beta=0`."
+            )
+        init_kwargs = cls._init_kwargs(args.model_init_kwargs, args)
+        init_kwargs.setdefault("dtype", model.dtype)
+        return create_model_from_path(model_id, **init_kwargs)
 
     @staticmethod
     def _init_kwargs(init_kwargs, args) -> dict:
@@ -372,8 +393,13 @@ class VtDTrainer(GRPOTrainer):
         offset = self.accelerator.process_index * batch_size
         siblings = None
         if source != "reference":  # every process joins the gather, whatever its own rows need
-            loss_mask = output["completion_mask"] * output.get("tool_mask", 1)
-            local_ids = [ids[mask.bool()].tolist() for ids, mask in zip(output["completion_ids"], loss_mask)]
+            # A completion with tool output in it is no chosen sequence: the policy did not write those tokens.
+            tool_mask = output.get("tool_mask", torch.ones_like(output["completion_mask"]))
+            has_tool_output = ((tool_mask == 0) & output["completion_mask"].bool()).any(dim=1).tolist()
+            local_ids = [
+                [] if tools else ids[mask.bool()].tolist()
+                for ids, mask, tools in zip(output["completion_ids"], output["completion_mask"], has_tool_output)
+            ]
             siblings = [ids for chunk in gather_object([local_ids]) for ids in chunk]
         # NaN compares False: unverifiable completions are never chosen; nor are completions with no token left.
         correct = [

@@ -177,7 +177,9 @@ def main():
                     print(f"{config} {dtype} failed:\n{result.stderr[-2000:]}", file=sys.stderr)
                     continue
                 rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
-                print(f"done: {config} {dtype}", file=sys.stderr)
+                print(f"done: {config} {dtype}: {json.dumps(rows[-1])}", file=sys.stderr)
+                with open(args.output, "w") as f:  # after every row, so a long run interrupted keeps what it measured
+                    json.dump({"args": vars(args), "rows": rows}, f, indent=2)
 
     header = ["config", "dtype", "extra peak MB", "time fwd+bwd s", "loss rel err", "grad_h rel err", "grad_W rel err"]
     print(f"\ntokens={args.tokens} vocab={args.vocab} H_s={args.student_hidden} H_t={args.teacher_hidden} "
@@ -189,8 +191,6 @@ def main():
             f"| {r['config']} | {r['dtype']} | {r['extra_peak_mb']:.0f} | {r['seconds']:.2f} | "
             f"{r['loss_rel_error']:.1e} | {r['grad_hidden_rel_error']:.1e} | {r['grad_weight_rel_error']:.1e} |"
         )
-    with open(args.output, "w") as f:
-        json.dump({"args": vars(args), "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":
