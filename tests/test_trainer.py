@@ -28,17 +28,29 @@ def mixed_completions(prompt_text: str, position: int, row: int = 0) -> str:
     ]
 
 
-def make_trainer(model_dirs, tmp_path, rows=None, completions=mixed_completions, trainer_cls=VtDTrainer, **overrides):
+def make_trainer(
+    model_dirs, tmp_path, rows=None, completions=mixed_completions, trainer_cls=VtDTrainer, env_mask=None, **overrides
+):
+    """A trainer on the fixed rollout `completions`; `env_mask(row, position)` marks tokens not written by the policy."""
     rows = rows if rows is not None else arithmetic_rows(2)
     # One generation batch holds all rows; max_completion_length only bounds the chosen sequences (fixed rollout).
     overrides = {"per_device_train_batch_size": len(rows) * K, "max_completion_length": 64, **overrides}
     args = vtd_args(tmp_path, num_generations=K, **overrides)
+    rollout = fixed_rollout(completions)
+
+    def rollout_with_env_mask(prompts, trainer):
+        output = rollout(prompts, trainer)
+        output["env_mask"] = [
+            [env_mask(i, k) for k in range(len(ids))] for i, ids in enumerate(output["completion_ids"])
+        ]
+        return output
+
     return trainer_cls(
         model=model_dirs["student"],
         teacher_model=model_dirs["teacher"],
         args=args,
         train_dataset=Dataset.from_list(rows),
-        rollout_func=fixed_rollout(completions),
+        rollout_func=rollout if env_mask is None else rollout_with_env_mask,
     )
 
 
@@ -236,21 +248,7 @@ def test_teacher_runs_only_on_distilled_rows(model_dirs, tmp_path, monkeypatch):
 def test_env_mask_tokens_count_neither_in_policy_nor_reference(model_dirs, tmp_path):
     """With tokens masked out of the loss (tool output, `env_mask`), both DPO log-ratios skip the same tokens."""
     rows = arithmetic_rows(2)
-    rollout = fixed_rollout(mixed_completions)
-
-    def rollout_with_env_mask(prompts, trainer):
-        output = rollout(prompts, trainer)
-        output["env_mask"] = [[int(k % 3 != 1) for k in range(len(ids))] for ids in output["completion_ids"]]
-        return output
-
-    args = vtd_args(tmp_path, num_generations=K, per_device_train_batch_size=8, max_completion_length=64)
-    trainer = VtDTrainer(
-        model=model_dirs["student"],
-        teacher_model=model_dirs["teacher"],
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        rollout_func=rollout_with_env_mask,
-    )
+    trainer = make_trainer(model_dirs, tmp_path, rows=rows, env_mask=lambda row, k: int(k % 3 != 1))
     trainer.compute_loss(trainer.model, generation_batch(trainer, rows))
     metrics = last_metrics(trainer)
     assert abs(metrics["vtd/dpo_margin"]) < 1e-5  # policy == reference at the start: no margin
@@ -260,23 +258,11 @@ def test_env_mask_tokens_count_neither_in_policy_nor_reference(model_dirs, tmp_p
 def test_sibling_with_tool_output_is_not_a_chosen_sequence(model_dirs, tmp_path, tokenizer):
     """A correct completion holding tokens the policy did not write (tool output) is passed over as a chosen one."""
     rows = arithmetic_rows(2)
-    rollout = fixed_rollout(mixed_completions)
-
-    def rollout_with_tool_output(prompts, trainer):
-        output = rollout(prompts, trainer)
-        # The first completion of each group (correct) carries two tokens of tool output.
-        output["env_mask"] = [[int(not (i % K == 0 and 2 <= k < 4)) for k in range(len(ids))] for i, ids in
-                              enumerate(output["completion_ids"])]  # fmt: skip
-        return output
-
-    args = vtd_args(tmp_path, num_generations=K, per_device_train_batch_size=8, vtd_chosen_source="sibling")
-    trainer = VtDTrainer(
-        model=model_dirs["student"],
-        teacher_model=model_dirs["teacher"],
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        rollout_func=rollout_with_tool_output,
-    )
+    # The first completion of each group (correct) carries two tokens of tool output.
+    trainer = make_trainer(
+        model_dirs, tmp_path, rows=rows, vtd_chosen_source="sibling",
+        env_mask=lambda row, k: int(not (row % K == 0 and 2 <= k < 4)),
+    )  # fmt: skip
     out = generation_batch(trainer, rows)
     for row_index in (1, 3, 5, 7):
         chosen = out["vtd_chosen_ids"][row_index][out["vtd_chosen_mask"][row_index].bool()]

@@ -232,8 +232,9 @@ def _liger_divergence(h_s, w_s, h_t, w_t, beta, temperature):
         from liger_kernel.chunked_loss.jsd_loss import LigerFusedLinearJSDFunction
 
         labels = torch.zeros(n, dtype=torch.long, device=h_s.device)
-        # weight_hard_loss=0 and weight_soft_loss=1 keep only the JSD; no torch.compile off CUDA.
+        # weight_hard_loss=0 and weight_soft_loss=1 keep only the JSD; no torch.compile off CUDA; 256-token chunks
+        # (its default, 1024, keeps several [1024, vocab] tensors alive at once).
         mean = LigerFusedLinearJSDFunction.apply(
-            h_s, w_s, h_t, w_t, labels, None, None, 0.0, 1.0, beta, -100, temperature, False
+            h_s, w_s, h_t, w_t, labels, None, None, 0.0, 1.0, beta, -100, temperature, False, 256
         )
     return mean * n

@@ -9,6 +9,8 @@ K, lengths, steps, learning rate) and is scored by greedy held-out accuracy (`vt
 - `vtd_literal_normalizers`: VtD with each term divided by its own count (distilled tokens, DPO pairs);
 - `grpo`: TRL's `GRPOTrainer` with the correctness reward (no teacher, no reference solutions).
 
+`--learning-rates` runs every method at each of the given learning rates instead of the recipe's.
+
     python scripts/bench/demo_methods.py --seeds 0 1 2      # about 15 minutes on 2 cores
 
 Prints a Markdown table (mean and spread over seeds) and writes JSON (`--output`).
@@ -37,23 +39,26 @@ METHODS = {
     "distill_only": {"vtd_contrast_beta": 0.0},
     "distill_all": {"vtd_contrast_beta": 0.0, "vtd_distill_incorrect": True},
     "vtd_literal_normalizers": {"vtd_distill_normalizer": "distilled_tokens", "vtd_contrast_normalizer": "pairs"},
-    "grpo": None,
+    "grpo": {"grpo": True},
 }
 
 
-def run(recipe: dict, method: str, seed: int) -> dict:
+def run(recipe: dict, method: str, seed: int, learning_rate: float) -> dict:
     script_keys = set(VtDScriptArguments.__dataclass_fields__)
     script_args = VtDScriptArguments(**{k: v for k, v in recipe.items() if k in script_keys})
     student = resolve_model(recipe["model_name_or_path"])
     teacher = resolve_model(recipe["teacher_model_name_or_path"])
     config = {k: v for k, v in recipe.items() if k in VtDConfig.__dataclass_fields__ and k not in script_keys}
-    config.update(output_dir=tempfile.mkdtemp(), seed=seed, logging_steps=10, disable_tqdm=True)
-    config.update(METHODS[method] or {})
+    config.update(output_dir=tempfile.mkdtemp(), seed=seed, learning_rate=learning_rate, logging_steps=10)
+    config.update(disable_tqdm=True)
+    overrides = dict(METHODS[method])
+    grpo = overrides.pop("grpo", False)
+    config.update(overrides)
     config.pop("teacher_model_name_or_path")
     tokenizer = AutoTokenizer.from_pretrained(student)
     dataset = load_train_dataset(script_args, seed=seed)
     start = time.perf_counter()
-    if METHODS[method] is None:
+    if grpo:
         grpo_config = GRPOConfig(**{k: v for k, v in config.items() if k in GRPOConfig.__dataclass_fields__})
         trainer = GRPOTrainer(
             model=student, reward_funcs=correctness_reward, args=grpo_config, train_dataset=dataset,
@@ -67,7 +72,13 @@ def run(recipe: dict, method: str, seed: int) -> dict:
     trainer.train()
     seconds = time.perf_counter() - start
     accuracy = demo_accuracy(trainer.accelerator.unwrap_model(trainer.model), tokenizer, script_args)
-    return {"method": method, "seed": seed, "accuracy": accuracy, "train_seconds": seconds}
+    return {
+        "method": method,
+        "learning_rate": learning_rate,
+        "seed": seed,
+        "accuracy": accuracy,
+        "train_seconds": seconds,
+    }
 
 
 def main():
@@ -75,6 +86,7 @@ def main():
     parser.add_argument("--recipe", default=os.path.join(os.path.dirname(__file__), "../../recipes/demo.yaml"))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--learning-rates", nargs="+", type=float, default=None)
     parser.add_argument("--output", default="demo_methods.json")
     args = parser.parse_args()
     with open(args.recipe) as f:
@@ -84,23 +96,28 @@ def main():
     student = resolve_model(recipe["model_name_or_path"])
     before = demo_accuracy(student, AutoTokenizer.from_pretrained(student), script_args)
     teacher = demo_accuracy(resolve_model(recipe["teacher_model_name_or_path"]), AutoTokenizer.from_pretrained(student), script_args)  # fmt: skip
+    learning_rates = args.learning_rates or [recipe["learning_rate"]]
     results = []
     for method in args.methods:
-        for seed in args.seeds:
-            results.append(run(recipe, method, seed))
-            print(json.dumps(results[-1]), flush=True)
+        for learning_rate in learning_rates:
+            for seed in args.seeds:
+                results.append(run(recipe, method, seed, learning_rate))
+                print(json.dumps(results[-1]), flush=True)
 
     print(f"\nstudent before training: {before:.1%}; teacher: {teacher:.1%} ({script_args.demo_eval_rows} held-out)")
     print(f"seeds {args.seeds}, {recipe['max_steps']} steps of {recipe['per_device_train_batch_size']} completions\n")
-    print("| method | held-out accuracy, mean ± std | per seed | train s / run |")
-    print("|---|---|---|---|")
-    for method in args.methods:
-        runs = [r for r in results if r["method"] == method]
+    print("| method | learning rate | held-out accuracy, mean ± std | per seed | train s / run |")
+    print("|---|---|---|---|---|")
+    for method, learning_rate in [(m, lr) for m in args.methods for lr in learning_rates]:
+        runs = [r for r in results if (r["method"], r["learning_rate"]) == (method, learning_rate)]
         scores = [r["accuracy"] for r in runs]
         spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
         per_seed = " / ".join(f"{s:.1%}" for s in scores)
         seconds = statistics.mean(r["train_seconds"] for r in runs)
-        print(f"| {method} | {statistics.mean(scores):.1%} ± {spread:.1%} | {per_seed} | {seconds:.0f} |")
+        print(
+            f"| {method} | {learning_rate:g} | {statistics.mean(scores):.1%} ± {spread:.1%} | {per_seed} | "
+            f"{seconds:.0f} |"
+        )
     with open(args.output, "w") as f:
         json.dump({"before": before, "teacher": teacher, "recipe": recipe, "results": results}, f, indent=2)
 

@@ -3,9 +3,12 @@
 The three trainers get the same tiny Qwen3-architecture student and teacher (built from configs, with a vocabulary
 padded to `--vocab` so the LM head costs what it costs at scale), the same prompts, the same K, and completions of
 exactly `--length` tokens. Generation (sampling + scoring) and loss + backward are timed separately, medians over
-`--steps` steps after one warm-up step.
+`--steps` steps after one warm-up step. The random-weight student is never right, so plain `VtDTrainer` routes every
+completion to DPO; "half correct" routes half to distillation and half to DPO (a stand-in correctness reward), and
+"distill all + DPO" (`vtd_distill_incorrect=True`) runs the teacher on every completion and DPO on half of them:
+the most VtD does in a step.
 
-    python scripts/bench/step.py            # about 5 minutes on 2 cores
+    python scripts/bench/step.py            # about 10 minutes on 2 cores
 
 Prints a Markdown table and the ratios, and writes JSON (`--output`).
 """
@@ -61,6 +64,14 @@ def timed(trainer_cls):
 
     Timed.__name__ = trainer_cls.__name__
     return Timed
+
+
+def half_correct(completions, **kwargs) -> list[float]:
+    """Stands in for the correctness reward: a random-weight student is never right, a trained one often is."""
+    return [float(i % 2 == 0) for i in range(len(completions))]
+
+
+half_correct.__name__ = "correctness_reward"  # the reward VtD routes on
 
 
 def main():
@@ -126,6 +137,15 @@ def main():
             ),
             train_dataset=Dataset.from_list(rows),
         ),
+        "VtDTrainer (half correct)": lambda: timed(VtDTrainer)(
+            model=paths["student"],
+            teacher_model=paths["teacher"],
+            reward_funcs=half_correct,
+            args=VtDConfig(
+                output_dir=f"{tmp}/vtd_half", num_generations=args.k, per_device_train_batch_size=batch, **common
+            ),
+            train_dataset=Dataset.from_list(rows),
+        ),
         "VtDTrainer (distill all + DPO)": lambda: timed(VtDTrainer)(
             model=paths["student"],
             teacher_model=paths["teacher"],
@@ -167,7 +187,7 @@ def main():
             f"| {name} | {t['generation']:.2f} | {t.get('reference', 0.0):.2f} | {t['loss_backward']:.2f} | {total:.2f} |"
         )
     base = results["DistillationTrainer"]
-    for name in ("VtDTrainer", "VtDTrainer (distill all + DPO)"):
+    for name in ("VtDTrainer", "VtDTrainer (half correct)", "VtDTrainer (distill all + DPO)"):
         vtd = results[name]
         print(
             f"\n{name} / DistillationTrainer: total {vtd['total'] / base['total']:.2f}x, "
