@@ -371,7 +371,7 @@ def test_worker_that_cannot_start_is_reported(monkeypatch):
     # An environment problem (math-verify missing, say) must surface, not read as "every answer is wrong".
     monkeypatch.setattr(vtd_verify, "_WORKER_BOOT", "raise SystemExit(3)")
     monkeypatch.setattr(vtd_verify, "_pool", None)
-    with pytest.raises(RuntimeError, match=r"did not start within 120 s \(exit code: 3; .*math-verify\[antlr4_13_2\]"):
+    with pytest.raises(RuntimeError, match=r"did not start within 120 s \(exit code: 3; .*math-verify\[antlr4-13-2\]"):
         verify(r"\boxed{\sqrt{2}}", r"\sqrt{2}")
 
 

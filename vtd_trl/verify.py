@@ -332,7 +332,7 @@ class _Worker:
                 raise RuntimeError(
                     f"The math-verify worker did not start within {WORKER_STARTUP_TIMEOUT:.0f} s (exit code: "
                     f"{self.process.poll()}; command: "
-                    f"{sys.executable} -c {_WORKER_BOOT!r} {__file__}). Check that `math-verify[antlr4_13_2]` is "
+                    f"{sys.executable} -c {_WORKER_BOOT!r} {__file__}). Check that `math-verify[antlr4-13-2]` is "
                     "installed in this environment; the worker's error, if any, is on stderr above."
                 )
             self._ready = True

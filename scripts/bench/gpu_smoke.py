@@ -121,9 +121,9 @@ def main():
         if device == "cuda":
             torch.cuda.empty_cache()
 
-    print(
-        f"\n{torch.cuda.get_device_name() if device == 'cuda' else 'CPU dry run'} | torch {torch.__version__} | student 1.7B-shaped, teacher 8B-shaped"
-    )
+    machine = torch.cuda.get_device_name() if device == "cuda" else "CPU dry run"
+    models = "tiny student and teacher" if args.cpu_dry_run else "student 1.7B-shaped, teacher 8B-shaped"
+    print(f"\n{machine} | torch {torch.__version__} | {models}")
     print(
         f"{args.prompts} prompts x K={args.k}, {args.length} completion tokens, {args.steps} steps (first = warm-up)\n"
     )
