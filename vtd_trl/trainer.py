@@ -358,7 +358,7 @@ class VtDTrainer(GRPOTrainer):
         output["vtd_contrast"] = pairs
         output["vtd_ref_rejected_logps"], output["vtd_ref_chosen_logps"] = self._reference_logps(output, pairs)
 
-        # Global counts of the generation batch: the normalisers of DESIGN.md (0-dim tensors survive the split)
+        # Global counts of the generation batch: the normalisers of `VtDConfig` (0-dim tensors survive the split)
         local = torch.stack(
             [
                 torch.tensor(float(batch_size), device=device),
