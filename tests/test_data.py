@@ -83,6 +83,20 @@ def test_gsm8k_answer_needs_a_final_marker(solution):
         gsm8k_answer(solution)
 
 
+@pytest.mark.parametrize("solution", ["#### 1,5", "#### 1,00", "#### 1.000,5"])
+def test_gsm8k_answer_commas_only_separate_thousands(solution):
+    with pytest.raises(ValueError, match="not a number .commas may only separate thousands"):
+        gsm8k_answer(solution)
+
+
+def test_numeric_answers_keep_positional_notation():
+    rows = [{"q": "Tiny?", "final": 1e-05, "cot": r"It is \boxed{0.00001}"}]
+    dataset = prepare_vtd_dataset(
+        Dataset.from_list(rows), columns={"prompt": "q", "answer": "final", "reference": "cot"}
+    )
+    assert dataset[0]["answer"] == "0.00001"  # not "1e-05", which math-verify reads as e - 5
+
+
 def test_format_math_exact_strings():
     assert format_math(MATH_ROW) == {
         "prompt": [

@@ -17,8 +17,10 @@ def test_correctness_reward_conversational_completions():
         [{"role": "assistant", "content": [{"type": "text", "text": r"\boxed{4"}, {"type": "text", "text": "1}"}]}],
         [{"role": "assistant", "content": r"\boxed{41}"}],
         [{"role": "tool", "content": r"\boxed{42}"}, {"role": "assistant", "content": "I give up"}],
+        [{"role": "assistant", "content": [r"\boxed{4", "2}"]}],  # content parts as plain strings
+        [r"\boxed{42}"],  # a message given as a string
     ]
-    assert correctness_reward(completions, answer=["42"] * 4) == [1.0, 0.0, 0.0, 0.0]
+    assert correctness_reward(completions, answer=["42"] * 6) == [1.0, 0.0, 0.0, 0.0, 1.0, 1.0]
 
 
 def test_correctness_reward_with_grpo_call_signature():

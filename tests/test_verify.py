@@ -5,6 +5,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 from math_verify import parse
 from math_verify import verify as math_verify
@@ -154,6 +155,19 @@ EQUIVALENT = [
     (r"\boxed{72}", r"\boxed{72}"),
     (r"\boxed{72}", "#### 72"),
     (r"\boxed{\frac12}", r"$\frac{1}{2}$"),
+    # words that change a number's value are applied, not dropped as units
+    (r"\boxed{1.5 \text{ million}}", "1500000"),
+    (r"\boxed{2 million}", "2,000,000"),
+    (r"\boxed{3 dozen}", "36"),
+    (r"\boxed{5 squared}", "25"),
+    (r"\boxed{3 quarters}", r"\frac{3}{4}"),
+    # float golds in positional notation
+    (r"\boxed{0.00001}", 1e-05),
+    (r"\boxed{5}", np.int64(5)),
+    # answer sentences ending in other punctuation
+    ("The answer is 42!", "42"),
+    ("The answer is $42$, since x = 7.", "42"),
+    ("#### Step 1: add\nThe answer is 42.", "42"),
 ]
 
 NOT_EQUIVALENT = [
@@ -204,6 +218,17 @@ NOT_EQUIVALENT = [
     (r"\boxed{5} \boxed 6", "5"),
     (r"\boxed{\text{(A)}}", r"\text{(B)}"),
     (r"\boxed{72}", "#### 27"),
+    # a number followed by a word that changes its value is not that number
+    (r"\boxed{5 \text{ squared}}", "5"),
+    (r"\boxed{2 thirds}", "2"),
+    (r"\boxed{5\mathrm{i}}", "5"),
+    (r"\boxed{1 \text{ million}}", "1"),
+    # exact decimals beyond the 6 digits math-verify rounds to
+    (r"\boxed{0.3333334}", "0.3333333"),
+    # a think block reopened and never closed, a numbered markdown heading, a float gold math-verify would misread
+    (r"<think>ok</think><think>\boxed{5}", "5"),
+    ("#### 2. Compute the total\nWe get 7 apples.", "2"),
+    (r"\boxed{e-5}", 1e-05),
 ]
 
 UNPARSEABLE_GOLD = [

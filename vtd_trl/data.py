@@ -13,7 +13,7 @@ from typing import Literal
 
 from datasets import Dataset, load_dataset
 
-from .verify import extract_boxed, verify_batch
+from .verify import answer_text, extract_boxed, verify_batch
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +23,7 @@ VTD_COLUMNS = ("prompt", "answer", "reference")
 _CALCULATOR_ANNOTATION = re.compile(r"<<[^<>]*>>")
 _GSM8K_FINAL = re.compile(r"\n?####[ \t]*([^\n]*)\s*$")
 _GSM8K_NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?(?:/[0-9]+)?")
+_GSM8K_THOUSANDS = re.compile(r"[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?")
 _LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
@@ -54,9 +55,14 @@ def gsm8k_answer(solution: str) -> str:
     match = _GSM8K_FINAL.search(solution)
     if match is None or not match.group(1).strip():
         raise ValueError(f"has no final '#### <answer>' line (ends with {solution[-60:]!r})")
-    answer = match.group(1).strip().replace(",", "")
+    answer = match.group(1).strip()
+    if "," in answer and _GSM8K_THOUSANDS.fullmatch(answer):
+        answer = answer.replace(",", "")
     if not _GSM8K_NUMBER.fullmatch(answer):
-        raise ValueError(f"has a final '#### {match.group(1).strip()}' line that is not a number")
+        raise ValueError(
+            f"has a final '#### {match.group(1).strip()}' line that is not a number (commas may only separate "
+            "thousands, as in 1,080)"
+        )
     return answer
 
 
@@ -111,9 +117,16 @@ def format_columns(
     prompt = _field(example, columns.get("prompt", "prompt"))
     return {
         "prompt": prompt if isinstance(prompt, list) else chat_prompt(str(prompt), instruction),
-        "answer": str(_field(example, columns.get("answer", "answer"))).strip(),
+        "answer": _answer(example, columns.get("answer", "answer")),
         "reference": str(_field(example, columns.get("reference", "reference"))).strip(),
     }
+
+
+def _answer(example: Mapping, column: str) -> str:
+    try:
+        return answer_text(_field(example, column)).strip()
+    except TypeError as error:
+        raise RowError(f"column {column!r}: {error}") from error
 
 
 def _field(example: Mapping, column: str):

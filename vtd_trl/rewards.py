@@ -21,11 +21,18 @@ def completion_text(completion: str | list[dict]) -> str:
         )
     texts = []
     for message in completion:
+        if isinstance(message, str):
+            texts.append(message)
+            continue
         if message.get("role", "assistant") != "assistant":
             continue
         content = message.get("content") or ""
         if isinstance(content, list):
-            content = "".join(part.get("text", "") for part in content if part.get("type", "text") == "text")
+            content = "".join(
+                part if isinstance(part, str) else part.get("text", "")
+                for part in content
+                if isinstance(part, str) or part.get("type", "text") == "text"
+            )
         texts.append(content)
     return "".join(texts)
 

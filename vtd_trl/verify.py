@@ -13,6 +13,7 @@ This module imports only the standard library, so the worker can load it by path
 import atexit
 import json
 import math
+import numbers
 import os
 import re
 import select
@@ -23,6 +24,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from fractions import Fraction
 from functools import lru_cache
 from typing import NamedTuple
@@ -45,9 +47,10 @@ _BOX = re.compile(r"\\(?:boxed|fbox)\s*(?:(\{)|\s(?=[^\s{]))")
 _BOX_BARE_ARGUMENT = re.compile(r"[^\s$]+")
 # An escaped character (`\{`, `\}`, `\\`) or a grouping brace.
 _BRACE_TOKEN = re.compile(r"\\.|[{}]", re.DOTALL)
-_GSM8K_ANSWER = re.compile(r"####[ \t]*([^\n]*)")
+# GSM8K's final line; a markdown heading ("#### Step 1: ...") is not an answer.
+_GSM8K_ANSWER = re.compile(r"####[ \t]*((?=\**[ \t]*[-+−$\\.0-9])[^\n]*)")
 _ANSWER_IS = re.compile(r"(?:final answer|the answer)[ \t]*(?:is|:)[ \t]*:?[ \t]*([^\n]*)", re.IGNORECASE)
-_SENTENCE_END = re.compile(r"\.(?:\s|$)")
+_SENTENCE_END = re.compile(r"[.!?](?:\s|$)|(?<=\$),")
 _LAST_NUMBER = re.compile(r"(?:(?<![\w)])[-−])?[0-9]+(?:,[0-9]{3})*(?:\.[0-9]+)?(?:/[0-9]+)?")
 
 
@@ -130,17 +133,20 @@ def extract_answer(text: str) -> str | None:
     ```
     """
     if _THINK_CLOSE in text:
-        text = text.rsplit(_THINK_CLOSE, 1)[1]
+        # What follows a reopened, never-closed think block is unfinished reasoning again, not an answer.
+        text = text.rsplit(_THINK_CLOSE, 1)[1].split(_THINK_OPEN, 1)[0]
     elif _THINK_OPEN in text:
         return None
     boxed = extract_boxed(text)
     if boxed is not None:
         return _strip_math_delimiters(boxed) or None
     for pattern in (_GSM8K_ANSWER, _ANSWER_IS):
-        last = deque(pattern.finditer(text), maxlen=1)
-        if last:
-            answer = _SENTENCE_END.split(last[0].group(1), maxsplit=1)[0]
-            return _strip_math_delimiters(answer.strip().strip("*").strip()) or None  # also **bold** markdown
+        answers = [_SENTENCE_END.split(match.group(1), maxsplit=1) for match in pattern.finditer(text)]
+        if pattern is _GSM8K_ANSWER:
+            # A `####` line with a sentence after its number ("#### 2. Compute the total") is a numbered heading.
+            answers = [parts for parts in answers if len(parts) == 1 or not parts[1].strip()]
+        if answers:
+            return _strip_math_delimiters(answers[-1][0].strip().strip("*").strip()) or None  # also **bold** markdown
     last = deque(_LAST_NUMBER.finditer(text), maxlen=1)
     return last[0].group().replace("−", "-") if last else None
 
@@ -180,6 +186,13 @@ _UNIT = re.compile(
 )
 # Words after a number that are mathematics, not units ("2 pi" is not 2).
 _MATH_WORDS = {"pi", "sqrt", "infty", "cdot", "times", "div", "frac", "dfrac", "mod"}
+# Words after a number that change its value: "1.5 million" is 1500000, "5 squared" 25, "2 thirds" 2/3.
+_SCALE_WORDS = {"hundred": 100, "thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12, "dozen": 12}
+_OPERATOR_WORDS = {
+    "squared": "^2", "cubed": "^3", "percent": "%", "i": "i",
+    **dict.fromkeys(("half", "halves"), "/2"), **dict.fromkeys(("third", "thirds"), "/3"),
+    **dict.fromkeys(("quarter", "quarters", "fourth", "fourths"), "/4"), **dict.fromkeys(("fifth", "fifths"), "/5"),
+}  # fmt: skip
 _THOUSANDS = re.compile(r"[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?")
 
 _INTEGER = re.compile(r"([+-]?)([0-9]{1,100})")
@@ -188,8 +201,6 @@ _FRACTION = re.compile(
     r"([+-]?)(?:\\frac\s*\{\s*([+-]?[0-9]{1,100})\s*\}\s*\{\s*([0-9]{1,100})\s*\}|\\frac\s*([0-9])([0-9])"
     r"|([0-9]{1,100})\s*/\s*([0-9]{1,100}))"
 )
-# math-verify rounds floats to 6 decimals, so with more digits it can call unequal numbers equal; leave those to it.
-_MATH_VERIFY_DECIMALS = 6
 
 
 def _normalize(answer: str) -> str:
@@ -204,8 +215,16 @@ def _normalize(answer: str) -> str:
     if wrapped:
         answer = wrapped.group(1).strip()
     unit = _UNIT.fullmatch(answer)
-    if unit and (unit.group("braced") or unit.group("plain").split()[0].lower() not in _MATH_WORDS):
-        answer = unit.group("number")
+    if unit:
+        word = (unit.group("braced") or unit.group("plain")).split()[0].lower()
+        number = unit.group("number")
+        if word in _SCALE_WORDS:
+            scaled = Decimal(number.replace(",", "")) * _SCALE_WORDS[word]
+            answer = format(scaled.normalize(), "f")
+        elif word in _OPERATOR_WORDS:
+            answer = number + _OPERATOR_WORDS[word]
+        elif unit.group("braced") or word not in _MATH_WORDS:
+            answer = number
     if _THOUSANDS.fullmatch(answer.rstrip(".")):
         answer = answer.replace(",", "")
     if answer.endswith(".") and not answer.endswith(".."):
@@ -237,11 +256,10 @@ def _exact_number(answer: str) -> _Number | None:
 
 
 def _decides_inequality(gold: _Number, pred: _Number) -> bool:
-    # Unequal exact values are unequal for math-verify too, except where its float rounding could join them: a
-    # decimal against a fraction (0.333333 vs 1/3) or decimals with more digits than it rounds to.
-    if (gold.is_fraction and pred.decimals) or (pred.is_fraction and gold.decimals):
-        return False
-    return max(gold.decimals, pred.decimals) <= _MATH_VERIFY_DECIMALS
+    # Unequal exact values are unequal, except a decimal against a fraction (0.333333 vs 1/3): math-verify's rounding
+    # accepts such a decimal, so those are left to it. (Two decimals are compared exactly, beyond the 6 digits
+    # math-verify rounds to: 0.3333334 is not 0.3333333.)
+    return not ((gold.is_fraction and pred.decimals) or (pred.is_fraction and gold.decimals))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -441,12 +459,23 @@ def _default_workers() -> int:
 # Public API
 
 
-def _gold_text(gold: str | int | float | None) -> str:
+def answer_text(gold: str | int | float | None) -> str:
+    """
+    The text of a gold answer: a string as it is, a number in positional notation (`1e-05` -> `"0.00001"`, since
+    math-verify reads `1e-05` as e - 5), `None` or a non-finite float as `""` (unparseable).
+
+    Raises:
+        `TypeError`: For anything but a string, a real number (Python or NumPy) or `None`.
+    """
     if gold is None:
         return ""
-    if isinstance(gold, bool) or not isinstance(gold, (str, int, float)):
+    if isinstance(gold, str):
+        return gold
+    if isinstance(gold, bool) or not isinstance(gold, numbers.Real):
         raise TypeError(f"The gold answer must be a string or a number, got {type(gold).__name__}: {gold!r}.")
-    return str(gold)
+    if isinstance(gold, numbers.Integral):
+        return str(int(gold))
+    return format(Decimal(repr(float(gold))), "f") if math.isfinite(gold) else ""
 
 
 @lru_cache(maxsize=65536)
@@ -465,7 +494,7 @@ def _fast_verdict(completion: str, gold: str | int | float | None) -> bool | Non
     """A verdict decided in this process, or the `(gold, pred)` pair that needs math-verify."""
     if not isinstance(completion, str):
         raise TypeError(f"The completion must be a string, got {type(completion).__name__}: {completion!r}.")
-    gold_answer, gold_number, gold_pathological = _prepare_gold(_gold_text(gold))
+    gold_answer, gold_number, gold_pathological = _prepare_gold(answer_text(gold))
     if not gold_answer or gold_pathological:
         return None
     raw = extract_answer(completion)
