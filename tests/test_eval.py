@@ -6,7 +6,7 @@ import types
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from vtd_trl.demo.models import tiny_qwen3
 from vtd_trl.demo.tokenizer import build_char_tokenizer
@@ -14,7 +14,7 @@ from vtd_trl.eval import EvalConfig, evaluate
 from vtd_trl.eval import generate as generate_module
 from vtd_trl.eval.cli import main
 from vtd_trl.eval.harness import build_prompt, sample_seed
-from vtd_trl.eval.results import read_samples
+from vtd_trl.eval.results import append_samples, read_samples
 from vtd_trl.verify import extract_answer, verify
 
 PROBLEMS = [
@@ -87,6 +87,29 @@ def test_greedy_samples_match_an_unbatched_reference_and_the_score_is_their_mean
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
 
 
+def test_greedy_ignores_decoding_settings_shipped_in_the_checkpoint(data_file, tmp_path):
+    # transformers fills what the harness leaves unset from model.generation_config; a repetition penalty there would
+    # make the transformers backend disagree with vLLM (and with plain argmax).
+    tokenizer = build_char_tokenizer()
+    model = tiny_qwen3(tokenizer)
+    model.generation_config = GenerationConfig(
+        do_sample=True, temperature=0.6, top_k=20, repetition_penalty=3.0, no_repeat_ngram_size=2, min_p=0.5
+    )
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    model_path = str(tmp_path / "model")
+    assert json.loads((tmp_path / "model" / "generation_config.json").read_text())["repetition_penalty"] == 3.0
+
+    summary = evaluate(_config(model_path, data_file, tmp_path / "out", mode="greedy", max_tokens=20))
+    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    for record, row in zip(read_samples(tmp_path / "out" / "samples.jsonl"), PROBLEMS):
+        prompt = build_prompt(tokenizer, summary["prompt_template"], row["problem"], enable_thinking=True)
+        assert (record["completion"], record["num_tokens"], record["truncated"]) == _greedy_reference(
+            model, tokenizer, prompt, 20
+        )
+
+
 class _CountingGenerator(generate_module.TransformersGenerator):
     generated: list[int] = []
 
@@ -124,6 +147,36 @@ def test_resume_generates_only_missing_samples(model_path, data_file, tmp_path, 
     assert _CountingGenerator.generated == [9, 6, 5]
 
 
+SAMPLE_RECORDS = [
+    {"problem_id": "p1", "sample_index": 0, "completion": "½ is \\boxed{\\frac{1}{2}}"},
+    {"problem_id": "p2", "sample_index": 0, "completion": "é\u2028è"},  # a Unicode line break inside the record
+    {"problem_id": "p3", "sample_index": 0, "completion": "done"},
+]
+
+
+def test_a_line_torn_inside_a_multibyte_character_is_dropped(tmp_path, caplog):
+    path = tmp_path / "samples.jsonl"
+    first, second = (json.dumps(r, ensure_ascii=False).encode() for r in SAMPLE_RECORDS[:2])
+    cut = second.index("é".encode()) + 1  # between the two bytes of é
+    path.write_bytes(first + b"\n" + second[:cut])
+    assert read_samples(path) == SAMPLE_RECORDS[:1]
+    assert "dropping its torn last line 2" in caplog.text
+    assert path.read_bytes() == first + b"\n"
+    append_samples(path, SAMPLE_RECORDS[1:])
+    assert read_samples(path) == SAMPLE_RECORDS
+
+
+def test_appending_after_a_last_line_without_its_newline_starts_a_new_line(tmp_path):
+    path = tmp_path / "samples.jsonl"
+    records = [SAMPLE_RECORDS[0], SAMPLE_RECORDS[2], {"problem_id": "p4", "sample_index": 0, "completion": "x"}]
+    lines = [json.dumps(r, ensure_ascii=False) for r in records]
+    path.write_text(lines[0] + "\n" + lines[1], encoding="utf-8")  # the write stopped before the newline
+    assert read_samples(path) == records[:2]
+    append_samples(path, records[2:])
+    assert path.read_text(encoding="utf-8") == "".join(line + "\n" for line in lines)
+    assert read_samples(path) == records
+
+
 def test_resume_refuses_samples_of_other_settings(model_path, data_file, tmp_path):
     evaluate(_config(model_path, data_file, tmp_path / "out", mode="average", n_samples=1))
     with pytest.raises(
@@ -157,6 +210,28 @@ def test_ungradable_problems_are_left_out_and_counted(model_path, tmp_path, monk
     records = read_samples(tmp_path / "all" / "samples.jsonl")
     assert [(r["problem_id"], r["correct"] is None) for r in records] == [("1", False), ("2", True), ("3", True)]
     assert summary["counts"]["graded"] == 1 and summary["counts"]["ungradable"] == 2
+
+
+def test_a_verifier_timeout_on_a_gradable_problem_is_an_incorrect_sample(model_path, data_file, tmp_path, monkeypatch):
+    # Every sample is graded correct except the first, whose verdict is None (a timeout parsing the gold under load).
+    verdicts = []
+
+    def flaky_verify(completion, gold):
+        if completion == f"\\boxed{{{gold}}}":  # the up-front check that the gold parses
+            return verify(completion, gold)
+        verdicts.append(None if not verdicts else True)
+        return verdicts[-1]
+
+    monkeypatch.setattr("vtd_trl.eval.harness.verify", flaky_verify)
+    summary = evaluate(_config(model_path, data_file, tmp_path / "out", mode="average", n_samples=2))
+    assert verdicts == [None] + [True] * 5
+    records = read_samples(tmp_path / "out" / "samples.jsonl")
+    assert [(r["problem_id"], r["sample_index"], r["correct"]) for r in records][:2] == [
+        ("p1", 0, False),
+        ("p1", 1, True),
+    ]
+    assert summary["counts"]["graded"] == 3 and summary["counts"]["ungradable"] == 0
+    assert summary["score"] == pytest.approx((0.5 + 1 + 1) / 3)
 
 
 def test_script_flags(model_path, data_file, tmp_path):
@@ -228,6 +303,56 @@ def test_vllm_backend_sends_every_sample_in_one_call(model_path, data_file, tmp_
     assert summary["score"] == pytest.approx(1 / 3)
     assert summary["metrics"]["maj@2"] == pytest.approx(1 / 3)
     assert summary["counts"]["truncated_samples"] == 0
+
+
+class _ChunkedFakeLLM:
+    """A vllm.LLM that answers each request with its seed, notes how many lines `samples_path` held when called, and
+    raises on call number `fail_at` (1-based)."""
+
+    samples_path = None
+    fail_at = None
+    calls: list = []
+
+    def __init__(self, **kwargs):
+        pass
+
+    def generate(self, requests, sampling_params, use_tqdm):
+        lines = len(read_samples(self.samples_path))
+        type(self).calls.append((len(requests), lines))
+        if len(self.calls) == self.fail_at:
+            raise RuntimeError("CUDA error")
+        return [
+            types.SimpleNamespace(
+                outputs=[types.SimpleNamespace(text=f"\\boxed{{{p['seed']}}}", token_ids=[1], finish_reason="stop")]
+            )
+            for p in sampling_params
+        ]
+
+
+def test_vllm_backend_appends_samples_chunk_by_chunk(model_path, data_file, tmp_path, monkeypatch):
+    fake = types.ModuleType("vllm")
+    fake.LLM = _ChunkedFakeLLM
+    fake.SamplingParams = lambda **kwargs: kwargs
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setattr(generate_module, "VLLM_CHUNK_SIZE", 4)
+    out = tmp_path / "vllm"
+    _ChunkedFakeLLM.samples_path, _ChunkedFakeLLM.fail_at, _ChunkedFakeLLM.calls = out / "samples.jsonl", 3, []
+    config = _config(model_path, data_file, out, mode="average", n_samples=3, backend="vllm")
+    # A crash in the third call keeps the 8 samples of the first two, each appended right after its call.
+    with pytest.raises(RuntimeError, match="CUDA error"):
+        evaluate(config)
+    assert _ChunkedFakeLLM.calls == [(4, 0), (4, 4), (1, 8)]
+    assert len(read_samples(out / "samples.jsonl")) == 8
+
+    _ChunkedFakeLLM.fail_at, _ChunkedFakeLLM.calls = None, []
+    evaluate(config)
+    assert _ChunkedFakeLLM.calls == [(1, 8)]
+    records = read_samples(out / "samples.jsonl")
+    assert sorted((r["problem_id"], r["sample_index"]) for r in records) == [
+        (row["id"], i) for row in PROBLEMS for i in range(3)
+    ]
+    # Each completion went to its own sample: it echoes that sample's seed.
+    assert all(r["completion"] == f"\\boxed{{{sample_seed(0, r['problem_id'], r['sample_index'])}}}" for r in records)
 
 
 def test_auto_backend_is_vllm_only_with_vllm_and_a_gpu(monkeypatch):

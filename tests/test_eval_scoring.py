@@ -125,6 +125,19 @@ def test_missing_samples_are_an_error_that_says_to_resume(tmp_path):
         score_samples(records, "average", 4)
 
 
+def test_a_problem_is_ungradable_only_when_none_of_its_samples_is_graded():
+    records = [{"problem_id": "a", "sample_index": i, "extracted": "1", "correct": None} for i in range(2)]
+    records += [{"problem_id": "b", "sample_index": i, "extracted": "1", "correct": c} for i, c in enumerate([1, 0])]
+    scores = score_samples(records, "average", 2)
+    assert scores.ungradable_ids == ["a"] and scores.per_problem == {"b": 0.5}
+    # A graded problem with an ungraded sample is not silently left out of the denominator.
+    records[3]["correct"] = None
+    with pytest.raises(
+        ValueError, match=r"Problem 'b' has ungraded samples \[1\] next to graded ones; pass --regrade"
+    ):
+        score_samples(records, "average", 2)
+
+
 def test_bootstrap_interval_of_a_proportion_matches_the_exact_binomial_quantiles():
     # Resampled means of 12 ones and 18 zeros follow Binomial(30, 0.4) / 30; its 2.5% and 97.5% quantiles are
     # 7/30 and 17/30 (CDF 0.0435 and 0.9788, far from the cut-offs, so the sampled quantiles cannot land elsewhere).

@@ -1,6 +1,6 @@
-"""Generation backends: vLLM (GPU, tensor parallel, everything in one `generate` call) and transformers (CPU or GPU,
-batched). Both take token ids and per-sample seeds and return the same [`Completion`]s, so results files do not
-depend on the backend.
+"""Generation backends: vLLM (GPU, tensor parallel, up to `VLLM_CHUNK_SIZE` samples per `generate` call) and
+transformers (CPU or GPU, batched). Both take token ids and per-sample seeds and return the same [`Completion`]s, so
+results files do not depend on the backend.
 """
 
 import importlib.util
@@ -12,6 +12,11 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerBase
 
 from .config import Sampling
+
+# Requests per vLLM `generate` call. Large enough that a benchmark's problems × samples usually go in one call (so
+# vLLM schedules and prefix-caches them together), small enough that a crash loses at most one chunk: results are
+# yielded, and so appended to `samples.jsonl`, after each call.
+VLLM_CHUNK_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -53,10 +58,16 @@ class TransformersGenerator:
         self.batch_size = batch_size
         if tokenizer.pad_token_id is None:
             raise ValueError(f"The tokenizer of {model!r} has no pad token; batched generation needs one.")
-        eos = self.model.generation_config.eos_token_id
+        shipped = self.model.generation_config
+        eos = shipped.eos_token_id
         eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else []) | {tokenizer.eos_token_id}
         self.eos_token_ids = sorted(eos)
-        # A fresh config, so sampling defaults shipped in the checkpoint's generation_config.json do not leak in.
+        # `generate` fills every field left unset in the config it is given from `model.generation_config`, so the
+        # checkpoint's generation_config.json (repetition_penalty, num_beams, ...) would change the outputs: keep
+        # only its special tokens there, and set the sampling parameters explicitly below.
+        self.model.generation_config = GenerationConfig(
+            bos_token_id=shipped.bos_token_id, eos_token_id=self.eos_token_ids, pad_token_id=tokenizer.pad_token_id
+        )
         kwargs = {"max_new_tokens": sampling.max_tokens, "do_sample": not sampling.greedy}
         if not sampling.greedy:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
@@ -93,9 +104,10 @@ class TransformersGenerator:
 
 
 class VLLMGenerator:
-    """vLLM offline inference: every pending sample is one request with its own seed, all sent in one `generate`
-    call so vLLM schedules (and prefix-caches) the whole benchmark at once. vLLM is imported here, not at module
-    import, so the rest of the harness runs where vLLM cannot be installed."""
+    """vLLM offline inference: every pending sample is one request with its own seed, sent in `generate` calls of
+    `VLLM_CHUNK_SIZE` requests so vLLM schedules (and prefix-caches) a whole chunk at once, and a crash loses at
+    most the chunk in progress. vLLM is imported here, not at module import, so the rest of the harness runs where
+    vLLM cannot be installed."""
 
     def __init__(
         self,
@@ -129,7 +141,8 @@ class VLLMGenerator:
         )
 
     def generate(self, prompts: list[list[int]], seeds: list[int]) -> Iterator[list[tuple[int, Completion]]]:
-        """Yield all `(index into prompts, completion)` pairs at once; vLLM shows its own progress bar."""
+        """Yield `(index into prompts, completion)` pairs chunk by chunk (`VLLM_CHUNK_SIZE` requests a chunk); vLLM
+        shows its own progress bar."""
         s = self.sampling
         params = [
             self.sampling_params_cls(
@@ -144,9 +157,12 @@ class VLLMGenerator:
             for seed in seeds
         ]
         requests = [{"prompt_token_ids": ids} for ids in prompts]
-        outputs = self.llm.generate(requests, sampling_params=params, use_tqdm=True)
-        results = []
-        for index, output in enumerate(outputs):
-            sample = output.outputs[0]
-            results.append((index, Completion(sample.text, len(sample.token_ids), sample.finish_reason == "length")))
-        yield results
+        for start in range(0, len(requests), VLLM_CHUNK_SIZE):
+            end = start + VLLM_CHUNK_SIZE
+            outputs = self.llm.generate(requests[start:end], sampling_params=params[start:end], use_tqdm=True)
+            results = []
+            for index, output in enumerate(outputs, start=start):
+                sample = output.outputs[0]
+                completion = Completion(sample.text, len(sample.token_ids), sample.finish_reason == "length")
+                results.append((index, completion))
+            yield results

@@ -54,8 +54,12 @@ def build_prompt(tokenizer: PreTrainedTokenizerBase, template: str, problem: str
 
 
 def grade(completion: str, problem: Problem, gradable: bool) -> tuple[str | None, bool | None]:
-    """The extracted answer and its correctness (`None` for a problem that cannot be graded)."""
-    return extract_answer(completion), (verify(completion, problem.answer) if gradable else None)
+    """The extracted answer and its correctness (`None` for a problem that cannot be graded).
+
+    Gradability is decided once per problem, up front; for a gradable problem a verdict of `None` (a verifier timeout
+    under load) is incorrect, so that one sample cannot take its whole problem out of the score.
+    """
+    return extract_answer(completion), (verify(completion, problem.answer) is True if gradable else None)
 
 
 def package_versions() -> dict[str, str]:

@@ -6,6 +6,7 @@ the line being written; the next run into the same directory reads the file back
 
 import json
 import logging
+import os
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -16,24 +17,29 @@ SUMMARY_FILE = "summary.json"
 
 
 def read_samples(path: str | Path) -> list[dict]:
-    """Records of a `samples.jsonl`, or `[]` if it does not exist. A torn last line (an interrupted write) is dropped
-    from the file with a warning; any other malformed line is an error."""
+    """Records of a `samples.jsonl`, or `[]` if it does not exist. A torn last line (an interrupted write: not valid
+    UTF-8 or not valid JSON) is dropped from the file with a warning; any other malformed line is an error.
+
+    Lines are split on `\\n` only and decoded one by one, so a write cut inside a multi-byte character tears just its
+    own line, and a completion holding `\\u2028` or another Unicode line break stays in one record."""
     path = Path(path)
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_bytes().split(b"\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
+            records.append(json.loads(line.decode("utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
             if number == len(lines):
                 logger.warning(
                     "%s: dropping its torn last line %d (%s); it will be generated again.", path, number, err
                 )
-                path.write_text("".join(f"{json.dumps(r, ensure_ascii=False)}\n" for r in records), encoding="utf-8")
+                write_samples(path, records)
                 break
             raise ValueError(
                 f"{path}, line {number}, is not valid JSON ({err}); fix or delete the line to resume this run."
@@ -42,15 +48,24 @@ def read_samples(path: str | Path) -> list[dict]:
 
 
 def append_samples(path: str | Path, records: list[dict]) -> None:
-    """Append records to a `samples.jsonl` and flush, so that they survive an interruption."""
+    """Append records to a `samples.jsonl` and flush, so that they survive an interruption. A last line left without
+    its newline by an interrupted write is ended first, so the new records start on lines of their own."""
+    path = Path(path)
+    ends_with_newline = True
+    if path.exists() and path.stat().st_size > 0:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            ends_with_newline = f.read(1) == b"\n"
     with open(path, "a", encoding="utf-8") as f:
+        if not ends_with_newline:
+            f.write("\n")
         for record in records:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
         f.flush()
 
 
 def write_samples(path: str | Path, records: list[dict]) -> None:
-    """Rewrite a `samples.jsonl` (after regrading)."""
+    """Rewrite a `samples.jsonl` (after regrading, or without its torn last line)."""
     tmp = Path(f"{path}.tmp")
     tmp.write_text("".join(f"{json.dumps(r, ensure_ascii=False)}\n" for r in records), encoding="utf-8")
     tmp.replace(path)

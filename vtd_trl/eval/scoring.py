@@ -91,7 +91,7 @@ class Scores:
         score: headline score, the mean of `per_problem` over the graded problems.
         per_problem: headline score of each graded problem, by problem id.
         metrics: every metric the samples support (`avg@N`, `maj@N`, `pass@k`; `greedy` for greedy runs).
-        ungradable_ids: problems left out because their samples carry `correct: null`.
+        ungradable_ids: problems left out because their samples all carry `correct: null`.
         counts: numbers of problems and samples, correct, without an answer and truncated.
     """
 
@@ -120,7 +120,8 @@ def score_samples(
         equivalent: equivalence of two extracted answers for majority voting.
 
     Returns:
-        [`Scores`]. A problem whose samples carry `correct: None` is counted as ungradable and left out.
+        [`Scores`]. A problem whose samples all carry `correct: None` is counted as ungradable and left out; one with
+        only some of them `None` is an error (a gradable problem's samples are all `True` or `False`).
     """
     by_problem: dict[str, dict[int, dict]] = defaultdict(dict)
     for record in records:
@@ -141,9 +142,15 @@ def score_samples(
         counts["samples"] += n_samples
         counts["no_answer_samples"] += sum(r["extracted"] is None for r in ordered)
         counts["truncated_samples"] += sum(bool(r.get("truncated")) for r in ordered)
-        if any(r["correct"] is None for r in ordered):
+        ungraded = [r["sample_index"] for r in ordered if r["correct"] is None]
+        if len(ungraded) == n_samples:
             ungradable.append(problem_id)
             continue
+        if ungraded:
+            raise ValueError(
+                f"Problem {problem_id!r} has ungraded samples {ungraded[:5]}{'...' if len(ungraded) > 5 else ''} "
+                "next to graded ones; pass --regrade to grade all of its samples again."
+            )
         correct = [bool(r["correct"]) for r in ordered]
         counts["correct_samples"] += sum(correct)
         if mode == "greedy":
