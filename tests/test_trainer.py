@@ -459,6 +459,35 @@ def test_training_changes_the_student_and_never_the_teacher(model_dirs, tmp_path
         assert f"vtd/{name}" in logged
 
 
+def test_zero3_reloads_the_reference_of_a_student_instance(model_dirs, tmp_path, tokenizer, monkeypatch):
+    """Under ZeRO-3 a partitioned student can't be deep-copied: the DPO reference is loaded again from its path."""
+    monkeypatch.setattr("vtd_trl.trainer.is_deepspeed_zero3_enabled", lambda: True)
+    student = AutoModelForCausalLM.from_pretrained(model_dirs["student"])
+    saved_norm = student.model.norm.weight.detach().clone()
+    with torch.no_grad():
+        student.model.norm.weight.add_(1.0)  # the instance now differs from its saved weights
+    trainer = VtDTrainer(
+        model=student,
+        teacher_model=model_dirs["teacher"],
+        args=vtd_args(tmp_path),
+        train_dataset=Dataset.from_list(arithmetic_rows(2)),
+        processing_class=tokenizer,
+    )
+    reference = trainer.accelerator.unwrap_model(trainer.reference_model)
+    assert torch.equal(reference.model.norm.weight, saved_norm)
+
+    in_memory = AutoModelForCausalLM.from_config(student.config)
+    in_memory.config._name_or_path = ""
+    with pytest.raises(ValueError, match=r"reloaded from the student's path.*Save it first"):
+        VtDTrainer(
+            model=in_memory,
+            teacher_model=model_dirs["teacher"],
+            args=vtd_args(tmp_path),
+            train_dataset=Dataset.from_list(arithmetic_rows(2)),
+            processing_class=tokenizer,
+        )
+
+
 def test_lora_training_and_adapter_free_reference(model_dirs, tmp_path):
     from peft import LoraConfig
 
