@@ -183,6 +183,8 @@ def test_resume_refuses_samples_of_other_settings(model_path, data_file, tmp_pat
         ValueError, match=r"(?s)holds samples of a different run.*sampling: saved .*'temperature': 0\.6"
     ):
         evaluate(_config(model_path, data_file, tmp_path / "out", mode="average", n_samples=1, temperature=0.7))
+    with pytest.raises(ValueError, match=r"(?s)holds samples of a different run.*dtype: saved 'auto'"):
+        evaluate(_config(model_path, data_file, tmp_path / "out", mode="average", n_samples=1, dtype="float32"))
 
 
 def test_ungradable_problems_are_left_out_and_counted(model_path, tmp_path, monkeypatch):

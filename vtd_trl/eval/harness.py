@@ -92,6 +92,7 @@ def _run_identity(config: EvalConfig) -> dict:
         "chat_template_kwargs": {"enable_thinking": config.enable_thinking},
         "sampling": vars(config.sampling),
         "seed": config.seed,
+        "dtype": config.dtype,  # bf16 and fp32 weights sample different completions
     }
 
 
