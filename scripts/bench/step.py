@@ -114,6 +114,20 @@ def main():
         gradient_checkpointing=False,
         seed=0,
     )
+
+    def vtd_trainer(name: str, reward_funcs=None, **overrides) -> VtDTrainer:
+        config = VtDConfig(
+            output_dir=f"{tmp}/{name}",
+            num_generations=args.k,
+            per_device_train_batch_size=batch,
+            **common,
+            **overrides,
+        )
+        return timed(VtDTrainer)(
+            model=paths["student"], teacher_model=paths["teacher"], reward_funcs=reward_funcs, args=config,
+            train_dataset=Dataset.from_list(rows),
+        )  # fmt: skip
+
     setups = {
         "GRPOTrainer": lambda: timed(GRPOTrainer)(
             model=paths["student"],
@@ -129,35 +143,9 @@ def main():
             args=DistillationConfig(output_dir=f"{tmp}/distill", per_device_train_batch_size=batch, **common),
             train_dataset=Dataset.from_list([row for row in rows for _ in range(args.k)]),
         ),
-        "VtDTrainer": lambda: timed(VtDTrainer)(
-            model=paths["student"],
-            teacher_model=paths["teacher"],
-            args=VtDConfig(
-                output_dir=f"{tmp}/vtd", num_generations=args.k, per_device_train_batch_size=batch, **common
-            ),
-            train_dataset=Dataset.from_list(rows),
-        ),
-        "VtDTrainer (half correct)": lambda: timed(VtDTrainer)(
-            model=paths["student"],
-            teacher_model=paths["teacher"],
-            reward_funcs=half_correct,
-            args=VtDConfig(
-                output_dir=f"{tmp}/vtd_half", num_generations=args.k, per_device_train_batch_size=batch, **common
-            ),
-            train_dataset=Dataset.from_list(rows),
-        ),
-        "VtDTrainer (distill all + DPO)": lambda: timed(VtDTrainer)(
-            model=paths["student"],
-            teacher_model=paths["teacher"],
-            args=VtDConfig(
-                output_dir=f"{tmp}/vtd_all",
-                num_generations=args.k,
-                per_device_train_batch_size=batch,
-                vtd_distill_incorrect=True,
-                **common,
-            ),
-            train_dataset=Dataset.from_list(rows),
-        ),
+        "VtDTrainer": lambda: vtd_trainer("vtd"),
+        "VtDTrainer (half correct)": lambda: vtd_trainer("vtd_half", reward_funcs=half_correct),
+        "VtDTrainer (distill all + DPO)": lambda: vtd_trainer("vtd_all", vtd_distill_incorrect=True),
     }
     results = {}
     for name, build in setups.items():
