@@ -13,7 +13,7 @@ from typing import Literal
 
 from datasets import Dataset, load_dataset
 
-from .verify import answer_text, extract_boxed, verify_batch
+from .verify import _THOUSANDS, answer_text, extract_boxed, verify_batch
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,6 @@ VTD_COLUMNS = ("prompt", "answer", "reference")
 _CALCULATOR_ANNOTATION = re.compile(r"<<[^<>]*>>")
 _GSM8K_FINAL = re.compile(r"\n?####[ \t]*([^\n]*)\s*$")
 _GSM8K_NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?(?:/[0-9]+)?")
-_GSM8K_THOUSANDS = re.compile(r"[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?")
 _LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
@@ -56,7 +55,7 @@ def gsm8k_answer(solution: str) -> str:
     if match is None or not match.group(1).strip():
         raise ValueError(f"has no final '#### <answer>' line (ends with {solution[-60:]!r})")
     answer = match.group(1).strip()
-    if "," in answer and _GSM8K_THOUSANDS.fullmatch(answer):
+    if _THOUSANDS.fullmatch(answer):  # 1,080; any other comma is not GSM8K's
         answer = answer.replace(",", "")
     if not _GSM8K_NUMBER.fullmatch(answer):
         raise ValueError(
