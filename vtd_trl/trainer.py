@@ -237,13 +237,11 @@ class VtDTrainer(GRPOTrainer):
                     f"The {role}'s LM head has {config.vocab_size} rows but the tokenizer has {len(student_tokenizer)} "
                     "tokens; the model and tokenizer do not belong together."
                 )
-            if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None) not in (
-                None,
-                1.0,
-            ):
+            if getattr(config, "final_logit_softcapping", None):
                 raise ValueError(
-                    f"The {role} rescales or soft-caps its logits, which VtD's fused LM-head losses do not apply. "
-                    "Use a model whose logits are `hidden @ lm_head.weight.T` (Qwen3, Llama, Mistral, ...)."
+                    f"The {role} soft-caps its logits (`final_logit_softcapping={config.final_logit_softcapping}`), "
+                    "which VtD's fused LM-head losses do not apply. Use a model whose logits are a multiple of "
+                    "`hidden @ lm_head.weight.T` (Qwen3, Llama, Mistral, Granite, Cohere, ...)."
                 )
             if model.get_output_embeddings().bias is not None:
                 raise ValueError(f"The {role}'s LM head has a bias, which VtD's fused LM-head losses do not apply.")
@@ -620,7 +618,11 @@ class VtDTrainer(GRPOTrainer):
             model = model.base_model.model
         with self.accelerator.autocast():
             out = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
-        return out.last_hidden_state[:, batch.prompt_length - 1 : -1]
+        hidden = out.last_hidden_state[:, batch.prompt_length - 1 : -1]
+        # `scale * (h @ W.T) == (scale * h) @ W.T`: scaling the hidden states applies the model's logit multiplier in
+        # every kernel downstream (the fused losses and the log-prob kernel take hidden states, not logits).
+        scale = logit_scale(model.config)
+        return hidden if scale == 1.0 else hidden * scale
 
     def _teacher_hidden(self, batch: "_Batch") -> torch.Tensor | None:
         # A sharded teacher needs every process in its forward, so one process's need is everyone's.
@@ -643,6 +645,22 @@ class VtDTrainer(GRPOTrainer):
         hidden = self._hidden_states(model, batch)
         with maybe_gather_lm_head_ctx(head.weight):
             return _sequence_logps_from_hidden(hidden, _full_tensor(head.weight), batch)
+
+
+def logit_scale(config) -> float:
+    """The factor a model multiplies its `hidden @ lm_head.weight.T` logits by, read as TRL's DistillationTrainer does.
+
+    Cohere's `logit_scale` and Muse's `output_multiplier` multiply, Falcon-H1's `lm_head_multiplier` multiplies,
+    Granite's and MiniCPM3's `logits_scaling` divides (HyperCLOVA X's multiplies). None of them set means 1.0.
+    """
+    config = config.get_text_config()
+    for name in ("logit_scale", "output_multiplier", "lm_head_multiplier"):
+        if getattr(config, name, None) is not None:
+            return float(getattr(config, name))
+    scaling = getattr(config, "logits_scaling", None)
+    if scaling is None:
+        return 1.0
+    return float(scaling) if config.model_type == "hyperclovax" else 1.0 / float(scaling)
 
 
 def _full_tensor(weight: torch.Tensor) -> torch.Tensor:
