@@ -6,6 +6,7 @@ tokens of the generalized JSD between the teacher's and the student's next-token
 `num_items`.
 """
 
+import importlib
 import math
 
 import torch
@@ -215,13 +216,27 @@ def _liger_available() -> bool:
     return True
 
 
+def check_backend(backend: str, device: torch.device) -> None:
+    """Raise now, not at the first loss, when `backend` cannot run on `device` (Liger missing, or Triton on CUDA)."""
+    if resolve_backend(backend, device) != "liger":
+        return
+    # The kernel `_liger_divergence` calls on `device`: the Triton one on CUDA (it imports triton), else torch's.
+    module = "liger_kernel.ops.fused_linear_jsd" if device.type == "cuda" else "liger_kernel.chunked_loss.jsd_loss"
+    try:
+        importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(
+            f"The 'liger' distillation backend needs {module} on {device.type}, which fails to import ({error}). "
+            "Install it with `pip install liger-kernel` (and Triton on CUDA), or use backend 'chunked'."
+        ) from error
+
+
 def _liger_divergence(h_s, w_s, h_t, w_t, beta, temperature):
     """Liger's fused linear JSD: its Triton kernel on CUDA, its chunked torch implementation elsewhere.
 
     Both return the mean over the rows they are given (all valid here), so the sum is the mean times the row count.
     """
-    if not _liger_available():
-        raise ImportError("The 'liger' distillation backend needs `pip install liger-kernel`.")
+    check_backend("liger", h_s.device)
     n = h_s.shape[0]
     if h_s.is_cuda:
         from liger_kernel.ops.fused_linear_jsd import LigerFusedLinearJSDFunction

@@ -7,7 +7,7 @@ import torch
 from accelerate.utils import gather_object, is_peft_model
 from datasets import Dataset, IterableDataset
 from torch.distributed.tensor import DTensor
-from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from trl import GRPOTrainer
 from trl.data_utils import is_conversational
@@ -25,7 +25,7 @@ from trl.trainer.utils import (
 )
 
 from .config import VtDConfig
-from .losses import distillation_loss, dpo_loss
+from .losses import check_backend, distillation_loss, dpo_loss
 from .model_card import CITATION, vtd_model_card
 from .rewards import make_correctness_reward
 
@@ -107,6 +107,8 @@ class VtDTrainer(GRPOTrainer):
                 "the teacher as an id or path."
             )
         self._check_columns(train_dataset, args)
+        self._check_student(model, args, kwargs.get("peft_config"), kwargs.get("processing_class"))
+        check_backend(args.vtd_distill_backend, args.device)
         reward_funcs, self._correctness_index = self._with_correctness_reward(reward_funcs, args)
 
         # The DPO reference is the initial student. With PEFT it is the base model (adapters disabled), otherwise a
@@ -189,6 +191,27 @@ class VtDTrainer(GRPOTrainer):
             )
 
     @staticmethod
+    def _check_student(model, args: VtDConfig, peft_config, processing_class) -> None:
+        """Refuse, before anything loads, the students whose inputs VtD's own forward passes would drop."""
+        adapters = model.peft_config.values() if not isinstance(model, str) and is_peft_model(model) else []
+        if any(config.is_prompt_learning for config in [*adapters, *([peft_config] if peft_config else [])]):
+            raise ValueError(
+                "The student uses prompt-learning PEFT (prompt tuning, prefix tuning, P-tuning), whose virtual tokens "
+                "VtD's forward passes skip (they run the backbone on the token ids alone). Use an adapter method "
+                "such as LoRA (`peft.LoraConfig`)."
+            )
+        if isinstance(model, str):
+            config = AutoConfig.from_pretrained(model, trust_remote_code=args.trust_remote_code)
+        else:
+            config = model.config
+        if isinstance(processing_class, ProcessorMixin) or getattr(config, "vision_config", None) is not None:
+            raise ValueError(
+                f"The student ({type(config).__name__}) is a vision-language model; VtD scores completions from the "
+                "token ids alone and would drop the pixel inputs. Use a text-only student and a tokenizer as the "
+                "`processing_class`."
+            )
+
+    @staticmethod
     def _with_correctness_reward(reward_funcs, args: VtDConfig) -> tuple[list, int]:
         if reward_funcs is None:
             reward_funcs = []
@@ -231,6 +254,14 @@ class VtDTrainer(GRPOTrainer):
                 "student's model family."
             )
         for role, model in (("student", self.model), ("teacher", teacher)):
+            inner = model.base_model.model if is_peft_model(model) else model
+            if inner.base_model is inner:
+                raise ValueError(
+                    f"The {role} ({type(inner).__name__}) has no backbone under `base_model_prefix="
+                    f"{inner.base_model_prefix!r}`, so `base_model` is the model itself and VtD cannot read its last "
+                    "hidden states before the LM head. Use an `AutoModelForCausalLM` class whose `base_model` is the "
+                    "decoder (e.g. `Qwen3ForCausalLM.model`)."
+                )
             config = model.config.get_text_config()
             if config.vocab_size < len(student_tokenizer):
                 raise ValueError(
