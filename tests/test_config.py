@@ -57,6 +57,21 @@ def test_bad_values_name_field_value_and_fix(kwargs, message):
         make(**kwargs)
 
 
+def test_one_completion_per_prompt_is_allowed_unlike_grpo():
+    # GRPO's K >= 2 guards group statistics of its advantages; VtD routes each completion by its own verdict.
+    config = make(num_generations=1, per_device_train_batch_size=3)
+    assert (config.num_generations, config.generation_batch_size) == (1, 3)
+    with pytest.raises(ValueError, match="at least 2 generations"):
+        GRPOConfig(output_dir="unused", report_to=[], use_cpu=True, bf16=False, num_generations=1)
+    for kwargs, message in [
+        ({"num_generations": 0}, r"`num_generations` must be >= 1, got 0"),
+        ({"num_generations": 1, "vtd_chosen_source": "sibling"}, r"no sibling.*Use num_generations >= 2"),
+        ({"num_generations": 1, "vllm_importance_sampling_correction": True}, r"Set it to False"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            make(per_device_train_batch_size=4, **kwargs)
+
+
 def test_teacher_init_kwargs_parse_from_json():
     config = make(teacher_model_init_kwargs='{"dtype": "bfloat16", "attn_implementation": "sdpa"}')
     assert config.teacher_model_init_kwargs == {"dtype": "bfloat16", "attn_implementation": "sdpa"}

@@ -13,6 +13,7 @@ from vtd_trl.demo.models import demo_model_path
 from vtd_trl.demo.pretrain import DemoModelSpec, demo_tokenizer, sft_dataset
 from vtd_trl.demo.task import TASK_WORDS, demo_dataset, generate_problems, sample_problem
 from vtd_trl.demo.tokenizer import build_char_tokenizer
+from vtd_trl.verify import verify
 
 # An independent reading of the question: the start count, then each action's verb and amount.
 START = re.compile(r"^(\w+) has (\d+) (\w+)\. ")
@@ -74,6 +75,31 @@ def test_references_are_arithmetically_right(split):
 
         assert row["answer"] == str(total)
         assert re.findall(r"\\boxed\{(\d+)\}", final) == [row["answer"]]
+
+
+def test_terse_references_are_the_same_arithmetic_outside_the_think_format():
+    think, terse = (demo_dataset("train", 200, seed=4, reference_style=style) for style in ("think", "terse"))
+    tokenizer = demo_tokenizer()
+    for a, b in zip(think, terse, strict=True):
+        assert (a["prompt"], a["answer"]) == (b["prompt"], b["answer"])
+        start, amounts = solve_question(a["prompt"][0]["content"])
+        steps, item, answer = re.fullmatch(r"(.*) (\w+)\.\nThe answer is (\d+)\.", b["reference"]).groups()
+        total = start
+        for step, amount in zip(steps.split(", "), amounts, strict=True):
+            left, op, right, result = re.fullmatch(r"(\d+)([+-])(\d+)=(\d+)", step).groups()
+            assert int(left) == total and (1 if op == "+" else -1) * int(right) == amount
+            total += amount
+            assert int(result) == total
+        assert answer == a["answer"] == str(total) and item in a["prompt"][0]["content"]
+        assert "<think>" not in b["reference"] and "\\boxed" not in b["reference"]
+        assert verify(b["reference"], b["answer"]) is True
+        # Within the demo's 64-token generation budget, as a chosen sequence must be.
+        assert len(tokenizer(b["reference"] + tokenizer.eos_token, add_special_tokens=False)["input_ids"]) <= 64
+
+
+def test_bad_reference_style_names_the_value_and_the_choices():
+    with pytest.raises(ValueError, match=r"reference_style='gsm8k'.*\('think', 'terse'\)"):
+        demo_dataset("train", 1, reference_style="gsm8k")
 
 
 def test_splits_never_share_a_problem():
@@ -205,7 +231,7 @@ def test_evaluate_names_a_missing_column():
 
 
 def test_demo_model_path_rejects_an_unknown_role():
-    with pytest.raises(ValueError, match=r"role='grader'.*\('student', 'teacher'\)"):
+    with pytest.raises(ValueError, match=r"role='grader'.*\('student', 'teacher', 'teacher_imperfect'\)"):
         demo_model_path("grader")
 
 

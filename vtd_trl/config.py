@@ -17,7 +17,8 @@ class VtDConfig(GRPOConfig):
 
     Extends [`~trl.GRPOConfig`] with the parameters of Verification-then-Distillation: the teacher, the weights and
     normalisers of the two loss terms, and the dataset columns they read. GRPO's fields keep their meaning:
-    `num_generations` is the number K of completions sampled per prompt, `temperature` the sampling temperature, and
+    `num_generations` is the number K of completions sampled per prompt (unlike GRPO, K = 1 is allowed: no loss term
+    of VtD compares the completions of a prompt), `temperature` the sampling temperature, and
     generation runs with transformers or vLLM exactly as in GRPO.
 
     Parameters:
@@ -197,7 +198,24 @@ class VtDConfig(GRPOConfig):
     )
 
     def __post_init__(self):
-        super().__post_init__()
+        if self.num_generations is not None and self.num_generations < 1:
+            raise ValueError(
+                f"`num_generations` must be >= 1, got {self.num_generations}. It is the number K of completions "
+                "sampled per prompt."
+            )
+        try:
+            super().__post_init__()
+        except ValueError as error:
+            # GRPO refuses K = 1 because its advantages are statistics of each prompt's group. VtD's losses use none
+            # (each completion is routed by its own verdict), so one completion per prompt is allowed. That check is
+            # GRPOConfig's last but for vLLM importance sampling, which VtD does not use (no policy-gradient term).
+            if not (self.num_generations == 1 and "at least 2 generations" in str(error)):
+                raise
+            if self.vllm_importance_sampling_correction:
+                raise ValueError(
+                    "`vllm_importance_sampling_correction=True` with `num_generations=1`: VtD has no policy-gradient "
+                    "term for the correction to act on. Set it to False."
+                ) from None
         if isinstance(self.teacher_model_init_kwargs, str):
             raise ValueError(
                 f"`teacher_model_init_kwargs` must be a dict or a JSON object string, got "
@@ -229,6 +247,11 @@ class VtDConfig(GRPOConfig):
             value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(f"`{name}` must be one of {list(allowed)}, got {value!r}.")
+        if self.num_generations == 1 and self.vtd_chosen_source == "sibling" and self.vtd_contrast_beta > 0:
+            raise ValueError(
+                "`vtd_chosen_source='sibling'` with `num_generations=1`: a prompt's only completion has no sibling to "
+                "be the chosen sequence. Use num_generations >= 2, or vtd_chosen_source='reference'."
+            )
         if self.vtd_max_reference_length is not None and self.vtd_max_reference_length < 1:
             raise ValueError(
                 f"`vtd_max_reference_length` must be >= 1 or None, got {self.vtd_max_reference_length}. Leave it "

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datasets import Dataset
 
 SPLITS = ("train", "test")
+REFERENCE_STYLES = ("think", "terse")
 HELD_OUT_PERCENT = 20  # share of all problems reserved for the held-out split
 
 NAMES = {"Mia": "She", "Ana": "She", "Ivy": "She", "Zoe": "She", "Tom": "He", "Leo": "He", "Sam": "He", "Ben": "He"}
@@ -103,12 +104,29 @@ class Problem:
         steps = "\n".join(lines)
         return f"<think>\n{steps}\n</think>\n\n{self.name} has \\boxed{{{self.answer}}} {self.item} now."
 
-    def row(self) -> dict:
-        """The problem in VtD's columns: conversational `prompt`, gold `answer` and `reference` solution."""
+    def terse_reference(self) -> str:
+        """The solution as people write it in datasets such as GSM8K: the steps on one line, no think block.
+
+        23+5=28, 28+19=47, 47-18=29 coins.
+        The answer is 29.
+        """
+        steps, total = [], self.start
+        for amount, new_total in zip(self.amounts, self.totals):
+            steps.append(f"{total}{'+' if amount > 0 else '-'}{abs(amount)}={new_total}")
+            total = new_total
+        return f"{', '.join(steps)} {self.item}.\nThe answer is {self.answer}."
+
+    def row(self, reference_style: str = "think") -> dict:
+        """The problem in VtD's columns: conversational `prompt`, gold `answer` and `reference` solution.
+
+        `reference_style` is `"think"` (the shape of the student's own thinking-mode completions) or `"terse"` (the
+        shape of human-written dataset solutions, outside the think format).
+        """
+        reference = self.reference() if reference_style == "think" else self.terse_reference()
         return {
             "prompt": [{"role": "user", "content": self.question()}],
             "answer": str(self.answer),
-            "reference": self.reference(),
+            "reference": reference,
         }
 
 
@@ -151,13 +169,15 @@ def generate_problems(split: str, num_rows: int, seed: int = 0) -> list[Problem]
     return problems
 
 
-def demo_dataset(split: str, num_rows: int, seed: int = 0) -> Dataset:
+def demo_dataset(split: str, num_rows: int, seed: int = 0, reference_style: str = "think") -> Dataset:
     """The demo task as a `datasets.Dataset` with columns `prompt`, `answer` and `reference`.
 
     Args:
         split: `"train"` or `"test"` (held-out); the two never share a problem.
         num_rows: number of rows.
         seed: seed of the draw.
+        reference_style: `"think"` (references in the student's thinking-mode format) or `"terse"` (one line of
+            steps and "The answer is N.", as human-written datasets have them).
 
     Example:
 
@@ -166,4 +186,9 @@ def demo_dataset(split: str, num_rows: int, seed: int = 0) -> Dataset:
     >>> demo_dataset("test", 2)[0]["answer"]
     ```
     """
-    return Dataset.from_list([problem.row() for problem in generate_problems(split, num_rows, seed)])
+    if reference_style not in REFERENCE_STYLES:
+        raise ValueError(
+            f"reference_style={reference_style!r} is not a demo reference style; use one of {REFERENCE_STYLES}."
+        )
+    problems = generate_problems(split, num_rows, seed)
+    return Dataset.from_list([problem.row(reference_style) for problem in problems])
