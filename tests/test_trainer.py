@@ -294,6 +294,91 @@ def test_masked_truncated_completions_are_skipped(model_dirs, tmp_path, tokenize
     assert last_metrics(trainer)["vtd/skip_fraction"] == 0.5
 
 
+@pytest.mark.parametrize(
+    ("policy", "distill", "contrast"),
+    [
+        ("contrast", [True, False, True, False], [False, True, False, True]),
+        ("distill", [True, True, True, False], [False, False, False, True]),
+        ("skip", [True, False, True, False], [False, False, False, True]),
+    ],
+)
+def test_truncated_completions_follow_their_policy(model_dirs, tmp_path, policy, distill, contrast):
+    rows = arithmetic_rows(2)
+    trainer = make_trainer(model_dirs, tmp_path, completions=truncating_completions, vtd_truncated_completions=policy)
+    out = generation_batch(trainer, rows)
+    assert out["vtd_truncated"].tolist() == [True, True, False, False] * 2
+    assert out["vtd_distill"].tolist() == distill * 2
+    assert out["vtd_contrast"].tolist() == contrast * 2
+    assert last_metrics(trainer)["vtd/truncated_fraction"] == 0.5
+
+
+def test_route_overrides_with_and_without_the_generation_output(model_dirs, tmp_path):
+    seen = []
+
+    class LengthRoute(VtDTrainer):  # the new signature: sees the generation output
+        def route(self, rewards, inputs, generation=None):
+            seen.append(generation["vtd_truncated"].tolist())
+            short = generation["completion_mask"].sum(1) <= 3
+            return short, ~short
+
+    class OldRoute(VtDTrainer):  # the two-argument signature keeps working, and its super() call too
+        def route(self, rewards, inputs):
+            distill, contrast = super().route(rewards, inputs)
+            return distill, contrast & False
+
+    rows = arithmetic_rows(2)
+    out = generation_batch(
+        make_trainer(model_dirs, tmp_path, completions=truncating_completions, trainer_cls=LengthRoute), rows
+    )
+    assert seen == [[True, True, False, False] * 2]
+    assert out["vtd_distill"].tolist() == [False, False, False, True] * 2  # "7" + EOS is the only short one
+    out = generation_batch(
+        make_trainer(
+            model_dirs,
+            tmp_path,
+            completions=truncating_completions,
+            trainer_cls=OldRoute,
+            vtd_truncated_completions="distill",
+        ),
+        rows,
+    )
+    # Without the generation output the default rule cannot see truncation: the cut wrong completion is not distilled
+    assert out["vtd_distill"].tolist() == [True, False, True, False] * 2
+    assert not out["vtd_contrast"].any()
+
+
+@pytest.mark.parametrize(
+    ("source", "drop", "pairs", "chosen_truncated"),
+    [
+        ("reference", False, [True, True], 1.0),  # kept, cut before its answer and EOS
+        ("reference", True, [False, False], 1.0),  # dropped: no pair
+        ("reference_then_sibling", True, [True, True], 0.0),  # dropped, replaced by the short correct sibling
+        ("sibling", False, [True, True], 1.0),  # the first correct sibling is cut by the same limit
+    ],
+)
+def test_truncated_chosen_sequences_are_counted_and_can_be_dropped(
+    model_dirs, tmp_path, tokenizer, source, drop, pairs, chosen_truncated
+):
+    rows = arithmetic_rows(2)
+    short = tokenizer("\\boxed{13}", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    trainer = make_trainer(
+        model_dirs,
+        tmp_path,
+        rows=rows,
+        vtd_chosen_source=source,
+        vtd_drop_truncated_chosen=drop,
+        vtd_max_reference_length=len(short),  # the references and the long sibling are cut, "\\boxed{13}" is not
+    )
+    out = generation_batch(trainer, rows)
+    assert out["vtd_contrast"][[1, 3]].tolist() == pairs
+    metrics = last_metrics(trainer)
+    assert metrics["vtd/chosen_truncated_fraction"] == chosen_truncated
+    assert metrics["vtd/no_chosen_fraction"] == (0.0 if all(pairs) else 0.5)
+    if source == "reference_then_sibling":
+        chosen = out["vtd_chosen_ids"][1][out["vtd_chosen_mask"][1].bool()]
+        assert chosen.tolist() == short
+
+
 def test_no_unused_forward_when_generation_and_updates_are_misaligned(model_dirs, tmp_path, monkeypatch):
     """GRPO computes old log-probs when steps_per_generation != accumulation; VtD's loss reads none of them."""
     trainer = make_trainer(model_dirs, tmp_path, steps_per_generation=2, max_steps=2, per_device_train_batch_size=4)

@@ -8,6 +8,7 @@ CHOSEN_SOURCES = ("reference", "sibling", "reference_then_sibling")
 DISTILL_NORMALIZERS = ("completion_tokens", "distilled_tokens")
 CONTRAST_NORMALIZERS = ("completions", "pairs")
 REFERENCE_FORMATS = ("auto", "reasoning", "answer")
+TRUNCATED_ROUTES = ("contrast", "distill", "skip")
 
 
 @dataclass
@@ -57,6 +58,10 @@ class VtDConfig(GRPOConfig):
             `"pairs"` (only the DPO pairs).
         vtd_distill_incorrect (`bool`, *optional*, defaults to `False`):
             Whether incorrect completions are also distilled from the teacher, in addition to their DPO pair.
+        vtd_truncated_completions (`str`, *optional*, defaults to `"contrast"`):
+            Route of an incorrect completion that was cut by `max_completion_length` (it ends without EOS): `"contrast"`
+            (a DPO pair like any incorrect completion, the seed's rule), `"distill"` (distilled only, no pair: the
+            teacher corrects the chain it could not finish) or `"skip"` (neither). Correct ones are distilled.
 
         > Parameters that control the data
 
@@ -76,6 +81,10 @@ class VtDConfig(GRPOConfig):
         vtd_max_reference_length (`int`, *optional*):
             Maximum number of tokens of a chosen sequence (after the prompt); longer ones are truncated. Defaults to
             `max_completion_length`.
+        vtd_drop_truncated_chosen (`bool`, *optional*, defaults to `False`):
+            Whether a chosen sequence that does not end in EOS (a reference cut by `vtd_max_reference_length`, or a
+            sibling cut by `max_completion_length`) is dropped: the pair then falls back to a sibling when
+            `vtd_chosen_source` allows one, else it is skipped and counted in `vtd/no_chosen_fraction`.
 
     > [!NOTE]
     > These parameters have default values different from [`~trl.GRPOConfig`]:
@@ -163,6 +172,14 @@ class VtDConfig(GRPOConfig):
         default=False,
         metadata={"help": "Whether incorrect completions are distilled too, in addition to their DPO pair."},
     )
+    vtd_truncated_completions: str = field(
+        default="contrast",
+        metadata={
+            "help": "Route of an incorrect completion cut by `max_completion_length`: 'contrast' (a DPO pair, the "
+            "seed's rule), 'distill' (distilled only) or 'skip'.",
+            "choices": list(TRUNCATED_ROUTES),
+        },
+    )
 
     # Parameters that control the data
     vtd_answer_column: str = field(
@@ -194,6 +211,13 @@ class VtDConfig(GRPOConfig):
         metadata={
             "help": "Maximum number of tokens of a chosen sequence after the prompt; longer ones are truncated. "
             "Defaults to `max_completion_length`."
+        },
+    )
+    vtd_drop_truncated_chosen: bool = field(
+        default=False,
+        metadata={
+            "help": "Whether a chosen sequence that does not end in EOS (cut by `vtd_max_reference_length` or "
+            "`max_completion_length`) is dropped; its pair falls back to a sibling or is skipped."
         },
     )
 
@@ -243,6 +267,7 @@ class VtDConfig(GRPOConfig):
             ("vtd_distill_normalizer", DISTILL_NORMALIZERS),
             ("vtd_contrast_normalizer", CONTRAST_NORMALIZERS),
             ("vtd_reference_format", REFERENCE_FORMATS),
+            ("vtd_truncated_completions", TRUNCATED_ROUTES),
         ):
             value = getattr(self, name)
             if value not in allowed:

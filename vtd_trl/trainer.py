@@ -1,4 +1,5 @@
 import copy
+import inspect
 import os
 import warnings
 from pathlib import Path
@@ -312,27 +313,44 @@ class VtDTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ routing
 
-    def route(self, rewards: torch.Tensor, inputs: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    def route(
+        self, rewards: torch.Tensor, inputs: list[dict], generation: dict | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decide which loss each completion feeds.
 
         Args:
             rewards: `[B]` correctness rewards of this process's completions (1.0 correct, 0.0 incorrect, NaN
                 unverifiable, i.e. the gold answer could not be parsed).
             inputs: the `B` dataset rows the completions answer.
+            generation: GRPO's generation output for these completions (`prompt_ids`, `completion_ids`,
+                `completion_mask`, ...) with `vtd_truncated`, boolean `[B]`: the completion ends without EOS (cut by
+                `max_completion_length`). Passed only to overrides that declare a `generation` parameter (or
+                `**kwargs`), so `route(self, rewards, inputs)` overrides keep working.
 
         Returns:
             `(distill_mask, contrast_mask)`, boolean `[B]`: a completion in neither is skipped, one in both gets
             both losses. By default correct completions (reward >= 0.5) are distilled, incorrect ones contrasted,
-            and with `vtd_distill_incorrect` incorrect ones are distilled as well.
+            with `vtd_distill_incorrect` incorrect ones are distilled as well, and incorrect truncated ones follow
+            `vtd_truncated_completions` (without `generation`, they count as incorrect).
         """
         verified = ~torch.isnan(rewards)
         correct = verified & (rewards >= 0.5)
         incorrect = verified & ~correct
         distill = correct | incorrect if self.args.vtd_distill_incorrect else correct
-        return distill, incorrect
+        contrast = incorrect
+        policy = self.args.vtd_truncated_completions
+        if generation is not None and policy != "contrast":
+            cut = incorrect & generation["vtd_truncated"].to(rewards.device)
+            contrast = contrast & ~cut
+            distill = distill | cut if policy == "distill" else distill & ~cut
+        return distill, contrast
 
-    def _route_checked(self, rewards: torch.Tensor, inputs: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-        masks = self.route(rewards, inputs)
+    def _route_checked(self, rewards: torch.Tensor, inputs: list[dict], generation: dict):
+        parameters = inspect.signature(self.route).parameters.values()
+        if any(p.name == "generation" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            masks = self.route(rewards, inputs, generation=generation)
+        else:
+            masks = self.route(rewards, inputs)
         if not (isinstance(masks, tuple) and len(masks) == 2):
             raise TypeError(f"`route` must return (distill_mask, contrast_mask), got {type(masks).__name__}.")
         for name, mask in zip(("distill_mask", "contrast_mask"), masks):
@@ -348,6 +366,9 @@ class VtDTrainer(GRPOTrainer):
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._correctness = rewards_per_func[:, self._correctness_index]  # all processes, in global order
+        # This process's completions cut by `max_completion_length`, as GRPO's `completions/clipped_ratio` counts them
+        eos_and_pad = {*self.eos_token_ids, self._tokenizer.pad_token_id}
+        self._truncated = [not ids or ids[-1] not in eos_and_pad for ids in completion_ids_list]
         return rewards_per_func
 
     def _get_per_token_logps_and_entropies(self, *args, **kwargs):
@@ -365,19 +386,23 @@ class VtDTrainer(GRPOTrainer):
         batch_size = len(inputs)
         offset = self.accelerator.process_index * batch_size
         all_rewards = self._correctness
-        distill, contrast = self._route_checked(all_rewards[offset : offset + batch_size].clone(), inputs)
+        output["vtd_truncated"] = torch.tensor(self._truncated, dtype=torch.bool, device=device)
+        distill, contrast = self._route_checked(all_rewards[offset : offset + batch_size].clone(), inputs, output)
         loss_mask = output["completion_mask"] * output.get("tool_mask", 1)
         # A completion with no token left to train on (e.g. masked by `mask_truncated_completions`) feeds no loss.
         trainable = loss_mask.sum(1) > 0
         distill, contrast = distill & trainable, contrast & trainable
 
         if self.args.vtd_contrast_beta > 0:
-            chosen_ids, chosen_keys = self._chosen_sequences(inputs, output, all_rewards, contrast, group_size)
+            chosen_ids, chosen_keys, chosen_cut = self._chosen_sequences(
+                inputs, output, all_rewards, contrast, group_size
+            )
             has_chosen = torch.tensor([ids is not None for ids in chosen_ids], device=device)
         else:
-            chosen_ids, chosen_keys = [None] * batch_size, [-1] * batch_size
+            chosen_ids, chosen_keys, chosen_cut = [None] * batch_size, [-1] * batch_size, [False] * batch_size
             has_chosen = torch.zeros(batch_size, dtype=torch.bool, device=device)
         pairs = contrast & has_chosen
+        chosen_cut = contrast & torch.tensor(chosen_cut, dtype=torch.bool, device=device)
         chosen_ids = [ids if pair else None for ids, pair in zip(chosen_ids, pairs.tolist())]
         chosen_tensor, chosen_mask = self._pad_parts(chosen_ids, device)
         output["vtd_chosen_ids"] = chosen_tensor
@@ -397,11 +422,14 @@ class VtDTrainer(GRPOTrainer):
                 (~torch.isnan(all_rewards[offset : offset + batch_size])).sum().float(),
                 (contrast & ~has_chosen).sum().float(),
                 (~(distill | pairs)).sum().float(),
+                output["vtd_truncated"].sum().float(),
+                chosen_cut.sum().float(),
+                (pairs | chosen_cut).sum().float(),
             ]
         )
-        num_seq, num_distill_tokens, num_pairs, num_distill, _, no_chosen, skipped = self.accelerator.reduce(
-            local, reduction="sum"
-        )
+        reduced = self.accelerator.reduce(local, reduction="sum")
+        num_seq, num_distill_tokens, num_pairs, num_distill, _, no_chosen, skipped = reduced[:7]
+        truncated, chosen_truncated, chosen_candidates = reduced[7:].tolist()
         output["vtd_num_completions"] = num_seq
         output["vtd_num_distilled_tokens"] = num_distill_tokens
         output["vtd_num_pairs"] = num_pairs
@@ -413,10 +441,17 @@ class VtDTrainer(GRPOTrainer):
         metrics["vtd/contrast_fraction"].append((num_pairs / num_seq).item())
         metrics["vtd/skip_fraction"].append((skipped / num_seq).item())
         metrics["vtd/no_chosen_fraction"].append((no_chosen / num_seq).item())
+        metrics["vtd/truncated_fraction"].append(truncated / num_seq.item())
+        # Over the pairs that had a chosen sequence (kept, or dropped by `vtd_drop_truncated_chosen`)
+        metrics["vtd/chosen_truncated_fraction"].append(
+            chosen_truncated / chosen_candidates if chosen_candidates else float("nan")
+        )
         return output
 
-    def _chosen_sequences(self, inputs, output, all_rewards, contrast, group_size) -> tuple[list, list[int]]:
-        """The chosen completion token ids of each row (None when it has none) and a key naming that sequence."""
+    def _chosen_sequences(self, inputs, output, all_rewards, contrast, group_size) -> tuple[list, list[int], list]:
+        """The chosen completion token ids of each row (None when it has none), a key naming that sequence, and
+        whether the chosen sequence found for the row ends without EOS (kept, or dropped with
+        `vtd_drop_truncated_chosen`)."""
         source = self.args.vtd_chosen_source
         batch_size = len(inputs)
         offset = self.accelerator.process_index * batch_size
@@ -434,26 +469,37 @@ class VtDTrainer(GRPOTrainer):
         correct = [
             bool(c) and (siblings is None or len(siblings[j]) > 0) for j, c in enumerate((all_rewards >= 0.5).tolist())
         ]
+        drop = self.args.vtd_drop_truncated_chosen
         references: dict[int, list[int] | None] = {}
-        chosen, keys = [], []
+        chosen, keys, cut = [], [], []
         for i, row in enumerate(inputs):
             index = offset + i
             group = index // group_size
-            ids, key = None, -1
+            ids, key, is_cut = None, -1, False
             if contrast[i] and source != "sibling":
                 if group not in references:
                     references[group] = self._reference_completion_ids(
                         row["prompt"], row.get(self.args.vtd_reference_column)
                     )
                 ids, key = references[group], group
+                if ids is not None and ids[-1] not in self.eos_token_ids:
+                    is_cut = True
+                    if drop:
+                        ids, key = None, -1
             if contrast[i] and ids is None and siblings is not None:
-                start = group * group_size
-                sibling = next((j for j in range(start, start + group_size) if correct[j]), None)
-                if sibling is not None:
-                    ids, key = siblings[sibling][: self._max_chosen_length], len(all_rewards) + sibling
+                for j in range(group * group_size, (group + 1) * group_size):
+                    if not correct[j]:
+                        continue
+                    candidate = siblings[j][: self._max_chosen_length]
+                    whole = candidate[-1] in self.eos_token_ids
+                    if whole or not drop:  # the first correct sibling (that ends in EOS, when dropping cut ones)
+                        ids, key, is_cut = candidate, len(all_rewards) + j, not whole
+                        break
+                    is_cut = True
             chosen.append(ids)
             keys.append(key)
-        return chosen, keys
+            cut.append(is_cut)
+        return chosen, keys, cut
 
     @property
     def _max_chosen_length(self) -> int:
