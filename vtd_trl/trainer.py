@@ -5,8 +5,9 @@ import warnings
 from pathlib import Path
 
 import torch
-from accelerate.utils import gather_object, is_peft_model
+from accelerate.utils import DistributedType, gather_object, is_peft_model
 from datasets import Dataset, IterableDataset
+from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
@@ -169,8 +170,10 @@ class VtDTrainer(GRPOTrainer):
     @staticmethod
     def _init_kwargs(init_kwargs, args) -> dict:
         init_kwargs = dict(init_kwargs or {})
-        if args.distributed_state.distributed_type in ["MULTI_GPU", "DEEPSPEED"]:
-            init_kwargs["device_map"] = None  # distributed training requires it ("auto" fails)
+        if args.distributed_state.distributed_type != DistributedType.NO:
+            # Every distributed type (DDP, DeepSpeed, FSDP, ...) places the models itself: "auto" would fail or put
+            # the whole model on one device.
+            init_kwargs["device_map"] = None
         init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
         return init_kwargs
 
@@ -648,7 +651,7 @@ class VtDTrainer(GRPOTrainer):
         is_pair = pairs[rows]
         zero = hidden.new_zeros(())
         with maybe_gather_lm_head_ctx(lm_head.weight, teacher_head.weight):
-            weight, teacher_weight = _full_tensor(lm_head.weight), _full_tensor(teacher_head.weight)
+            weight, teacher_weight = _trainable_head_weight(lm_head), _full_tensor(teacher_head.weight)
             # An exact zero that touches every trainable parameter keeps DDP's reducer complete on empty batches.
             loss = 0.0 * (hidden.sum() + weight.sum())
             distill_sum = zero
@@ -743,6 +746,19 @@ def logit_scale(config) -> float:
 def _full_tensor(weight: torch.Tensor) -> torch.Tensor:
     # Under FSDP2 the LM head is a sharded DTensor; the fused losses take the whole head, gathered once per call.
     return weight.full_tensor() if isinstance(weight, DTensor) else weight
+
+
+def _trainable_head_weight(head: torch.nn.Module) -> torch.Tensor:
+    """The student's whole LM-head weight for the fused losses, whose gradient reaches every process.
+
+    Under FSDP2 a head wrapped as its own unit is never called, so FSDP would neither gather it nor reduce-scatter
+    its gradient (`full_tensor()`'s backward keeps each process's own share). Unsharding the unit makes FSDP reduce
+    the gradient and reshard the head at the end of the backward pass, as for a unit that ran.
+    """
+    if isinstance(head, FSDPModule) and torch.is_grad_enabled() and head.weight.requires_grad:
+        head.unshard()
+        return head.weight
+    return _full_tensor(head.weight)
 
 
 def _first_occurrence(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
