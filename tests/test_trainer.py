@@ -245,6 +245,27 @@ def test_teacher_runs_only_on_distilled_rows(model_dirs, tmp_path, monkeypatch):
     assert seen == [int(out["vtd_distill"].sum())] == [4]
 
 
+@pytest.mark.parametrize(("completions", "gathered"), [(mixed_completions, True), (lambda p, j, i: "7", False)])
+def test_teacher_head_is_gathered_only_when_some_process_distils(
+    model_dirs, tmp_path, monkeypatch, completions, gathered
+):
+    import vtd_trl.trainer as trainer_module
+
+    rows = arithmetic_rows(2)
+    trainer = make_trainer(model_dirs, tmp_path, rows=rows, completions=completions)
+    out = generation_batch(trainer, rows)
+    teacher_head = trainer.teacher_model.get_output_embeddings().weight
+    gathers, full = [], []
+    original_ctx, original_full = trainer_module.maybe_gather_lm_head_ctx, trainer_module._full_tensor
+    monkeypatch.setattr(trainer_module, "maybe_gather_lm_head_ctx", lambda *p: gathers.append(p) or original_ctx(*p))
+    monkeypatch.setattr(trainer_module, "_full_tensor", lambda w: full.append(w) or original_full(w))
+    trainer.compute_loss(trainer.model, out)
+    assert out["vtd_distill"].any() == gathered
+    # ZeRO-3's gather context and FSDP2's full_tensor: the teacher's head in both or in neither
+    assert any(p is teacher_head for params in gathers for p in params) == gathered
+    assert any(w is teacher_head for w in full) == gathered
+
+
 def test_env_mask_tokens_count_neither_in_policy_nor_reference(model_dirs, tmp_path):
     """With tokens masked out of the loss (tool output, `env_mask`), both DPO log-ratios skip the same tokens."""
     rows = arithmetic_rows(2)

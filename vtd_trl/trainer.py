@@ -650,8 +650,11 @@ class VtDTrainer(GRPOTrainer):
         teacher_hidden = self._teacher_hidden(batch.rows(is_distilled.nonzero().squeeze(-1)))
         is_pair = pairs[rows]
         zero = hidden.new_zeros(())
-        with maybe_gather_lm_head_ctx(lm_head.weight, teacher_head.weight):
-            weight, teacher_weight = _trainable_head_weight(lm_head), _full_tensor(teacher_head.weight)
+        # The teacher's head is gathered (ZeRO-3, FSDP2) only when some process distils: `teacher_hidden` says so
+        distilling = teacher_hidden is not None
+        with maybe_gather_lm_head_ctx(lm_head.weight, teacher_head.weight if distilling else None):
+            weight = _trainable_head_weight(lm_head)
+            teacher_weight = _full_tensor(teacher_head.weight) if distilling else None
             # An exact zero that touches every trainable parameter keeps DDP's reducer complete on empty batches.
             loss = 0.0 * (hidden.sum() + weight.sum())
             distill_sum = zero
