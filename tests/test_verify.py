@@ -168,6 +168,61 @@ EQUIVALENT = [
     ("The answer is 42!", "42"),
     ("The answer is $42$, since x = 7.", "42"),
     ("#### Step 1: add\nThe answer is 42.", "42"),
+    # the Minerva / lm-eval sentence, and final-answer sentences in words
+    ("Final Answer: The final answer is $p - q$. I hope it is correct.", "p - q"),
+    ("Final Answer: The final answer is $3\\sqrt{13}$. I hope it is correct.", r"3\sqrt{13}"),
+    ("Final Answer: The final answer is $\\pi$. I hope it is correct.", r"\pi"),
+    (
+        r"Final Answer: The final answer is $(3, \frac{\pi}{2})$. I hope it is correct.",
+        r"\left( 3, \frac{\pi}{2} \right)",
+    ),
+    ("Final Answer: The largest $n$ is 34.", "34"),
+    ("Final Answer: The volume of $ABCDEFGH$ is 120. I hope it is correct.", "120"),
+    ("Final Answer: Jane started growing Sphere 3 hours ago. I hope it is correct.", "3"),
+    (
+        r"so $0.05 \cdot 10,200 = \boxed{255}$ in interest. Final Answer: The final answer is $10,455$. I hope it is correct.",
+        "10455",
+    ),
+    ("**Final Answer:** $\\frac{1}{2}$", "0.5"),
+    ("**Answer:** $\\frac{1}{2}$", r"\frac12"),
+    ("Answer: 1.5 million", "1500000"),
+    (r"Final Answer: The final answer is \"$12 $ and $13 $\". I hope it is correct.", r"12\text{ and }13"),
+    # LaTeX thousands separators with spaces, and spaced groups in running text
+    (r"\boxed{32,\! 349}", "32349"),
+    (r"\boxed{11111111100}", r"11,\! 111,\! 111,\! 100"),
+    (r"\boxed{11,\! 111,\! 111,\! 100}", "11111111100"),
+    (r"\boxed{14 {,} 916}", "14916"),
+    ("The total is 1 000", "1000"),
+    # a gold of several boxes joined by "and" or commas is one answer, as is a completion's
+    (r"\boxed{1, -2}", r"\(\boxed{1}\) and \(\boxed{-2}\)"),
+    (r"\boxed{-2} \quad \text{and} \quad \boxed{1}.", r"\(\boxed{1}\) and \(\boxed{-2}\)."),
+    (r"\boxed{1},\boxed{2},\boxed{3}", r"\{1,2,3\}"),
+    (r"\boxed{1,2}", r"$\boxed{1}\boxed{2}$"),
+    # a gold written as a solution is read down to its stated answer
+    (
+        r"so the loss is $\boxed{28\%}$.",
+        r"It keeps $72 \%$ of its value. Final Answer: The final answer is $28 \%$. I hope it is correct.",
+    ),
+    # number bases
+    (r"\boxed{52_8}", "52_8"),
+    (r"\boxed{101010_2}", "52_8"),
+    (r"\boxed{1112}", "1112_4"),
+    # one letter in both cases keeps its case; otherwise case is folded as math-verify does
+    (r"\boxed{N=n}", "N=n"),
+    (r"\boxed{X=3}", "x=3"),
+    # without any marker: the last math span or the last number, whichever ends later
+    (r"Therefore $x \geq 5$ is the solution.", "x >= 5"),
+    (r"$\frac13 $", "1/3"),
+    (
+        r"Special matrix: $ \left[\begin{array}{cc}1 & 2 \\3 & 4\end{array}\right] $",
+        r"\begin{pmatrix}1 & 2 \\3 & 4\end{pmatrix}",
+    ),
+    (r"We have $x = 3$, so there are 12 apples", "12"),
+    (r"It is \frac{10}{9}", "10/9"),
+    ("It comes to .4", "0.4"),
+    ("Soucis : 2,74 $ a..", "2.74"),
+    # an escaped backslash (a matrix row's end) followed by a space is not a LaTeX space
+    (r"\boxed{\begin{pmatrix}1 & 0 \\ 0 & 1\end{pmatrix}}", r"\begin{pmatrix}1&0\\0&1\end{pmatrix}"),
 ]
 
 NOT_EQUIVALENT = [
@@ -229,6 +284,28 @@ NOT_EQUIVALENT = [
     (r"<think>ok</think><think>\boxed{5}", "5"),
     ("#### 2. Compute the total\nWe get 7 apples.", "2"),
     (r"\boxed{e-5}", 1e-05),
+    # the Minerva sentence and answer sentences in words
+    ("Final Answer: The final answer is $p - q$. I hope it is correct.", "q - p"),
+    ("Final Answer: The largest $n$ is 35.", "34"),
+    (r"The final answer is $\boxed{255}$.", "10455"),
+    (r"Final Answer: The final answer is $10,455$. I hope it is correct. \boxed{255}", "10455"),  # the last one stated
+    ("#### 5\nThe final answer is 6", "5"),
+    # thousands groups: no leading 0 group, no spaced comma outside LaTeX's `,\!`
+    (r"\boxed{0,111}", "111"),
+    (r"\boxed{32,\! 349}", "32348"),
+    (r"\boxed{1, 000}", "1000"),
+    # one box of a gold with several is not the answer
+    (r"\boxed{-2}", r"\(\boxed{1}\) and \(\boxed{-2}\)"),
+    (r"\boxed{1}", r"\(\boxed{1}\) and \(\boxed{-2}\)"),
+    (r"\boxed{5}, no wait, \boxed{6}", "5"),
+    # case and bases are part of the answer
+    (r"\boxed{N=n+1}", "N=n"),
+    (r"\boxed{n=N+1}", "N=n"),
+    (r"\boxed{52_9}", "52_8"),
+    (r"\boxed{42}", "52_8"),
+    # digits inside a word are no number; a later math span is the answer, not a number inside it
+    ("The code is AZYUK2A", "2"),
+    ("$-[0,1)$", "1"),
 ]
 
 UNPARSEABLE_GOLD = [
@@ -306,6 +383,31 @@ EXTRACTION_CASES = [
     ("<think>unfinished 41", None),
     ("prompt opened the block; 41 </think> 42", "42"),
     ("<think>a</think>\\boxed{7}<think>", "7"),
+    # which stated answer wins: the last one in the text, whatever its form
+    ("Final Answer: The final answer is $p - q$. I hope it is correct.", "p - q"),
+    (r"$\boxed{255}$ So she has $10,455. Final Answer: The final answer is $10,455$. I hope it is correct.", "10,455"),
+    (r"The final answer is $\boxed{24}$.", "24"),
+    ("**Final Answer**\n\\boxed{004}", "004"),
+    ("#### 5\nThe final answer is 6", "6"),
+    ("#### 5\nActually the answer is 6", "5"),
+    ("**Answer:** 42", "42"),
+    ("Answer: $\\frac{1}{2}$", r"\frac{1}{2}"),
+    ('The final answer is "12 and 13".', "12 and 13"),
+    ("Final Answer: the total number of apples in the basket", None),
+    # runs of boxes
+    (r"\(\boxed{1}\) and \(\boxed{-2}\)", "1, -2"),
+    (r"\boxed{(2, 2)} \quad \text{and} \quad \boxed{(6, 2)}", "(2, 2), (6, 2)"),
+    (r"\boxed{5}, no wait, \boxed{6}", "6"),
+    (r"\boxed{15\frac{39}{40}}, or \boxed{\frac{639}{40}}", r"\frac{639}{40}"),
+    (r"\boxed{1} papers and \boxed{2} bins", "2"),
+    # no marker: the last math span or the last number, whichever ends later
+    ("We get $x = 3$.", "x = 3"),
+    ("We get $x = 3$, so 4 apples", "4"),
+    ("It is 1 000", "1000"),
+    ("about 2,74 litres", "2.74"),
+    ("so .4", ".4"),
+    ("It is \\frac{10}{9}", r"\frac{10}{9}"),
+    ("The code is AZYUK2A", None),
 ]
 
 
@@ -361,6 +463,9 @@ ADVERSARIAL = {
     "unbalanced latex in the box": (r"\boxed{\frac{1}{2}\left(}", "0.5", False),
     "huge matrix": (r"\boxed{\begin{pmatrix}" + " & ".join(["1"] * 400) + r"\end{pmatrix}}", "5", False),
     "long symbolic sum": (r"\boxed{" + "+".join(f"x_{{{i}}}^{{{i}}}" for i in range(150)) + "}", "5", False),
+    "unclosed display math openers": ("\\[" * 300_000 + " so 5", "5", True),
+    "unclosed inline math openers": ("\\(" * 300_000 + "\n5", "5", True),
+    "thousands of answer sentences": ("Final Answer: 3\nThe answer is 4.\n" * 20_000, "3", True),
     "many nested radicals": (r"\boxed{" + r"\sqrt{" * 30 + "2" + "}" * 30 + "}", "2", False),
 }
 

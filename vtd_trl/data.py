@@ -13,7 +13,7 @@ from typing import Literal
 
 from datasets import Dataset, load_dataset
 
-from .verify import _THOUSANDS, answer_text, extract_boxed, verify_batch
+from .verify import _THOUSANDS, answer_text, boxed_answer, verify_batch
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +92,14 @@ def format_gsm8k(example: Mapping, instruction: str | None = DEFAULT_INSTRUCTION
 
 
 def format_math(example: Mapping, instruction: str | None = DEFAULT_INSTRUCTION) -> dict:
-    r"""Maps a MATH-style row (`problem`, `solution` with a `\boxed{}` answer) to `prompt`, `answer`, `reference`."""
+    r"""
+    Maps a MATH-style row (`problem`, `solution` with a `\boxed{}` answer) to `prompt`, `answer`, `reference`.
+
+    The answer is the solution's boxed answer as the verifier reads it ([`~vtd_trl.verify.boxed_answer`]): the last
+    box, with the boxes joined to it by commas or "and" (`\(\boxed{1}\) and \(\boxed{-2}\)` gives `1, -2`).
+    """
     solution = _field(example, "solution")
-    answer = extract_boxed(solution)
+    answer = boxed_answer(solution)
     if answer is None or not answer.strip():
         raise RowError(f"column 'solution' has no \\boxed{{...}} answer (ends with {solution[-60:]!r})")
     return {

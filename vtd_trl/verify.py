@@ -49,9 +49,35 @@ _BOX_BARE_ARGUMENT = re.compile(r"[^\s$]+")
 _BRACE_TOKEN = re.compile(r"\\.|[{}]", re.DOTALL)
 # GSM8K's final line; a markdown heading ("#### Step 1: ...") is not an answer.
 _GSM8K_ANSWER = re.compile(r"####[ \t]*((?=\**[ \t]*[-+−$\\.0-9])[^\n]*)")
-_ANSWER_IS = re.compile(r"(?:final answer|the answer)[ \t]*(?:is|:)[ \t]*:?[ \t]*([^\n]*)", re.IGNORECASE)
-_SENTENCE_END = re.compile(r"[.!?](?:\s|$)|(?<=\$),")
-_LAST_NUMBER = re.compile(r"(?:(?<![\w)])[-−])?[0-9]+(?:,[0-9]{3})*(?:\.[0-9]+)?(?:/[0-9]+)?")
+# "Final Answer: ...", "The final answer is ...", "**Final Answer:** ..." (the Minerva / lm-eval sentence among them).
+_FINAL_ANSWER = re.compile(r"final answer[ \t]*\**[ \t]*(?:is|:)[ \t]*\**[ \t]*:?[ \t]*([^\n]*)", re.IGNORECASE)
+# "The answer is ...", or "Answer: ..." / "**Answer:** ..." opening a line.
+_ANSWER = re.compile(
+    r"(?:the answer[ \t]*\**[ \t]*(?:is|:)|(?:^|(?<=\n))[ \t>#]*\**[ \t]*answer[ \t]*\**[ \t]*:)[ \t]*\**[ \t]*:?[ \t]*"
+    r"([^\n]*)",
+    re.IGNORECASE,
+)
+_SENTENCE_END = re.compile(r"[.!?](?:\s|$)|(?<=\$),|\s+I hope\b")
+_LAST_NUMBER = re.compile(
+    r"(?:(?<![\w)])[-−])?(?<![A-Za-z_])"
+    r"(?:[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|(?P<spaced>[0-9]{1,3}(?:[ \u2009\u202f][0-9]{3})+)(?![0-9])|[0-9]+|(?=\.[0-9]))"
+    r"(?:\.[0-9]+|(?P<decimal_comma>,[0-9]{1,2})(?![0-9]))?(?:/[0-9]+)?"
+    r"|-?\\[dt]?frac\{-?[0-9]+\}\{[0-9]+\}"
+)
+# Math delimiters, read left to right in one pass (a regex per span would be quadratic on `\[` repeated a million
+# times). Inline `$...$` and `\(...\)` end at a line break, as math-verify reads them; `$$...$$` and `\[...\]` may span
+# lines. An escaped backslash or dollar (`\\`, `\$`) is no delimiter.
+_MATH_DELIMITER = re.compile(r"\\\\|\\\$|\$\$|\$|\\\(|\\\)|\\\[|\\\]|\n")
+_MATH_CLOSING = {"$$": "$$", "$": "$", "\\(": "\\)", "\\[": "\\]"}
+# What may stand between the boxes of one answer: `\boxed{1}, \boxed{2}`, `\(\boxed{1}\) and \(\boxed{-2}\)`,
+# `\boxed{a} \quad \text{and} \quad \boxed{b}`. "or" is left out: solutions write `\boxed{15\frac{39}{40}}, or
+# \boxed{\frac{639}{40}}` for two forms of one answer.
+_BOX_JOINER = re.compile(r"(?:\s|\$|\\[()\[\]]|\\q?quad\b|\\[,;!]|~|[,;]|\band\b|\\text\s*\{\s*(?:and|,)?\s*\})*")
+_BOX_JOINER_WORD = re.compile(r"[,;]|\band\b")
+_QUOTED = re.compile(r'^(?:\\?"|“)(.*?)(?:\\?"|”)$', re.DOTALL)
+_PROSE_START = re.compile(r"[A-Za-z]{2,}\b")
+_IS = re.compile(r"\s(?:is|are|was|equals)\b:?\s*")
+_NUMBER_AND_WORD = re.compile(r"(?P<number>" + _LAST_NUMBER.pattern + r")(?:\s+[A-Za-z]+)?")
 
 
 def _matching_braces(text: str) -> dict[int, int]:
@@ -64,6 +90,37 @@ def _matching_braces(text: str) -> dict[int, int]:
         elif token.group() == "}" and stack:
             closing[stack.pop()] = token.start()
     return closing
+
+
+def _boxes(text: str) -> list[tuple[int, int, str]]:
+    # (start, end, content) of every well-formed box, in order.
+    boxes = list(_BOX.finditer(text))
+    closing = _matching_braces(text) if any(box.group(1) for box in boxes) else {}
+    found = []
+    for box in boxes:
+        if box.group(1):
+            open_brace = box.end() - 1
+            if open_brace in closing:
+                found.append((box.start(), closing[open_brace] + 1, text[open_brace + 1 : closing[open_brace]]))
+        else:
+            argument = _BOX_BARE_ARGUMENT.match(text, box.end())
+            found.append((box.start(), argument.end(), argument.group()))
+    return found
+
+
+def _last_box_run(text: str) -> tuple[int, str] | None:
+    # The last box and the boxes before it that form one answer with it (`\boxed{1}, \boxed{2}`), joined by ", ".
+    boxes = _boxes(text)
+    if not boxes:
+        return None
+    run = [boxes[-1]]
+    for box in reversed(boxes[:-1]):
+        gap = text[box[1] : run[0][0]]
+        if gap and not (_BOX_JOINER.fullmatch(gap) and _BOX_JOINER_WORD.search(gap)):
+            break
+        run.insert(0, box)
+    contents = [_strip_math_delimiters(content) for _, _, content in run]
+    return run[-1][0], ", ".join(content for content in contents if content)
 
 
 def extract_boxed(text: str) -> str | None:
@@ -81,18 +138,21 @@ def extract_boxed(text: str) -> str | None:
     Returns:
         `str` or `None`: The content of the box, or `None` when there is no well-formed box.
     """
-    boxes = list(_BOX.finditer(text))
-    if not boxes:
-        return None
-    closing = _matching_braces(text) if any(box.group(1) for box in boxes) else {}
-    for box in reversed(boxes):
-        if box.group(1):
-            open_brace = box.end() - 1
-            if open_brace in closing:
-                return text[open_brace + 1 : closing[open_brace]]
-        else:
-            return _BOX_BARE_ARGUMENT.match(text, box.end()).group()
-    return None
+    boxes = _boxes(text)
+    return boxes[-1][2] if boxes else None
+
+
+def boxed_answer(text: str) -> str | None:
+    r"""
+    Returns the boxed answer of `text`: the content of its last box, with the boxes just before it that are joined to
+    it by a comma, a semicolon or "and" (`\(\boxed{1}\) and \(\boxed{-2}\)` gives `1, -2`; `\boxed{5} no, \boxed{6}`
+    gives `6`).
+
+    Returns:
+        `str` or `None`: The answer, or `None` when `text` has no well-formed box.
+    """
+    run = _last_box_run(text)
+    return None if run is None else run[1]
 
 
 def _strip_math_delimiters(answer: str) -> str:
@@ -103,17 +163,72 @@ def _strip_math_delimiters(answer: str) -> str:
     return answer
 
 
+def _math_spans(text: str) -> list[tuple[int, int, str]]:
+    # (start, end, content) of every math span with some content.
+    spans, opening, content_start = [], None, 0
+    for token in _MATH_DELIMITER.finditer(text):
+        delimiter = token.group()
+        if opening is None:
+            if delimiter in _MATH_CLOSING:
+                opening, span_start, content_start = delimiter, token.start(), token.end()
+        elif delimiter == _MATH_CLOSING[opening]:
+            if text[content_start : token.start()].strip():
+                spans.append((span_start, token.end(), text[content_start : token.start()].strip()))
+            opening = None
+        elif delimiter == "\n" and opening in ("$", "\\("):
+            opening = None
+    return spans
+
+
+def _unwrap(answer: str) -> str:
+    # **bold** markdown and quotes around an answer: `**42**`, `"12 and 13"`.
+    answer = answer.strip().strip("*").strip()
+    return _QUOTED.sub(r"\1", answer).strip()
+
+
+def _sentence_answer(text: str) -> str | None:
+    # What follows an answer marker, up to the end of its sentence. A sentence in words ("The largest $n$ is 34",
+    # "Jane started 3 hours ago") is read down to its answer: what follows its verb, else its last math, else its last
+    # number (with the word after it, so that "1.5 million" keeps its value).
+    answer = _unwrap(_SENTENCE_END.split(text, maxsplit=1)[0])
+    for _ in range(3):
+        if not _PROSE_START.match(answer) or "\\" in answer[:2]:
+            break
+        verb = _IS.search(answer)
+        if verb is None:
+            spans = _math_spans(answer)
+            if spans:
+                return spans[-1][2]
+            numbers = deque(_NUMBER_AND_WORD.finditer(answer), maxlen=1)
+            if numbers:
+                return _plain_number(numbers[0]) + answer[numbers[0].end("number") : numbers[0].end()]
+            break
+        answer = _unwrap(answer[verb.end() :])
+    spans = _math_spans(answer)
+    if spans and spans[0][0] == 0 and not re.search(r"[0-9$\\]", answer[spans[0][1] :]):
+        return spans[0][2]  # `$6\sqrt{3}$ square units`: the math, without the words after it
+    if len(answer.split()) > 3 and not re.search(r"[0-9$\\]", answer):
+        return None  # a sentence in words without any math or number states no answer
+    return _strip_math_delimiters(answer) or None
+
+
 def extract_answer(text: str) -> str | None:
     r"""
     Extracts the final answer of a completion.
 
-    The answer is, in order of preference: the content of the last well-formed `\boxed{...}` (nested braces
-    allowed), the rest of the last GSM8K `#### ...` line, what follows the last "the answer is" / "final answer:", and
-    the last number. When the completion closes a think block, only the text after the last `</think>` counts.
+    The rules, in order (README, "Extraction rules", has the table and the reasons):
 
-    A completion that opens `<think>` and never closes it has no answer (`None`): it was cut off while reasoning
-    (usually at `max_completion_length`), and a number inside unfinished reasoning is a draft, not a claim. Rewarding it
-    would teach the student that truncated chains are as good as finished ones. A completion without any think tag
+    1. A stated final answer, the last one in the text whatever its form: the last well-formed `\boxed{...}` (with
+       the boxes joined to it by commas or "and", see [`boxed_answer`]), a GSM8K `#### ...` line, or a "final
+       answer" sentence (`The final answer is $X$`, the Minerva `Final Answer: The final answer is $X$. I hope it is
+       correct.`, `**Final Answer:** X`).
+    2. Else the last "the answer is X" or line-opening `Answer: X` / `**Answer:** X`.
+    3. Else the last math span (`$...$`, `\(...\)`, `\[...\]`) or the last number, whichever ends later.
+
+    When the completion closes a think block, only the text after the last `</think>` counts. A completion that opens
+    `<think>` and never closes it has no answer (`None`): it was cut off while reasoning (usually at
+    `max_completion_length`), and a number inside unfinished reasoning is a draft, not a claim. Rewarding it would
+    teach the student that truncated chains are as good as finished ones. A completion without any think tag
     (thinking disabled, or the chat template opened the block in the prompt and the model never closed it) is read
     whole.
 
@@ -130,6 +245,8 @@ def extract_answer(text: str) -> str | None:
     '\\frac{8}{2}'
     >>> extract_answer("Natalia sold 48/2 = 24 clips in May.\n#### 72")
     '72'
+    >>> extract_answer("Final Answer: The final answer is $p - q$. I hope it is correct.")
+    'p - q'
     ```
     """
     if _THINK_CLOSE in text:
@@ -137,18 +254,47 @@ def extract_answer(text: str) -> str | None:
         text = text.rsplit(_THINK_CLOSE, 1)[1].split(_THINK_OPEN, 1)[0]
     elif _THINK_OPEN in text:
         return None
-    boxed = extract_boxed(text)
-    if boxed is not None:
-        return _strip_math_delimiters(boxed) or None
-    for pattern in (_GSM8K_ANSWER, _ANSWER_IS):
-        answers = [_SENTENCE_END.split(match.group(1), maxsplit=1) for match in pattern.finditer(text)]
-        if pattern is _GSM8K_ANSWER:
-            # A `####` line with a sentence after its number ("#### 2. Compute the total") is a numbered heading.
-            answers = [parts for parts in answers if len(parts) == 1 or not parts[1].strip()]
-        if answers:
-            return _strip_math_delimiters(answers[-1][0].strip().strip("*").strip()) or None  # also **bold** markdown
-    last = deque(_LAST_NUMBER.finditer(text), maxlen=1)
-    return last[0].group().replace("−", "-") if last else None
+    return _stated_answer(text) or _unstated_answer(text)
+
+
+def _stated_answer(text: str) -> str | None:
+    # Rule 1 of extract_answer: the last stated final answer, whatever its form.
+    stated = []  # (position, answer) of every stated final answer
+    box = _last_box_run(text)
+    if box is not None:
+        stated.append(box)
+    for match in _GSM8K_ANSWER.finditer(text):
+        parts = _SENTENCE_END.split(match.group(1), maxsplit=1)
+        # A `####` line with a sentence after its number ("#### 2. Compute the total") is a numbered heading.
+        if len(parts) == 1 or not parts[1].strip():
+            stated.append((match.start(), _strip_math_delimiters(parts[0].strip().strip("*").strip())))
+    for match in _FINAL_ANSWER.finditer(text):
+        stated.append((match.start(), _sentence_answer(match.group(1))))
+    stated = [(position, answer) for position, answer in stated if answer]
+    return max(stated, key=lambda candidate: candidate[0])[1] if stated else None
+
+
+def _unstated_answer(text: str) -> str | None:
+    # Rules 2 and 3 of extract_answer.
+    answers = [answer for answer in map(_sentence_answer, (m.group(1) for m in _ANSWER.finditer(text))) if answer]
+    if answers:
+        return answers[-1]
+    spans = _math_spans(text)
+    last_number = deque(_LAST_NUMBER.finditer(text), maxlen=1)
+    if spans and (not last_number or spans[-1][1] >= last_number[0].end()):
+        return spans[-1][2]
+    return _plain_number(last_number[0]) if last_number else None
+
+
+def _plain_number(match: re.Match) -> str:
+    # A number in running text: `1 000` (grouped with spaces) is 1000 and `2,74` (one or two digits after the comma,
+    # which no thousands group has) is 2.74, as math-verify reads plain text.
+    number = match.group("number" if "number" in match.re.groupindex else 0).replace("−", "-")
+    if match.group("spaced"):
+        number = re.sub(r"[ \u2009\u202f]", "", number)
+    if match.group("decimal_comma"):
+        number = number.replace(",", ".")
+    return number
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -176,8 +322,9 @@ _UNICODE = str.maketrans(
     }
 )
 _INVISIBLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u2060\ufeff]")
-_THIN_SPACE = re.compile(r"\\[,!;:]|\\left\b|\\right\b")  # `1\,000` is a thousands separator, not a space
-_WIDE_SPACE = re.compile(r"\\ |\\q?quad\b|~")
+# `1\,000` is a thousands separator, not a space. An escaped backslash (`\\`, a matrix row's end) is kept whole.
+_THIN_SPACE = re.compile(r"(\\\\)|\\[,!;:]|\\left\b|\\right\b")
+_WIDE_SPACE = re.compile(r"(\\\\)|\\ |\\q?quad\b|~")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\degree\b")
 _WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
 _UNIT = re.compile(
@@ -193,7 +340,12 @@ _OPERATOR_WORDS = {
     **dict.fromkeys(("half", "halves"), "/2"), **dict.fromkeys(("third", "thirds"), "/3"),
     **dict.fromkeys(("quarter", "quarters", "fourth", "fourths"), "/4"), **dict.fromkeys(("fifth", "fifths"), "/5"),
 }  # fmt: skip
-_THOUSANDS = re.compile(r"[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?")
+# A leading group of 0 is no thousands group: `0,111` is not 111.
+_THOUSANDS = re.compile(r"[+-]?(?:[1-9][0-9]{0,2})(?:,[0-9]{3})+(?:\.[0-9]+)?")
+# LaTeX thousands separators with spaces around them: `32,\! 349`, `14 {,} 916`.
+_LATEX_THOUSANDS = re.compile(r"(?<=[0-9])\s*(?:\{,\}|,\\!)\s*(?=[0-9]{3})")
+# A number with its base as a subscript, `52_8` or `1011_{2}`; math-verify drops the base.
+_BASED_NUMBER = re.compile(r"([0-9A-Z]+)_\{?([0-9]{1,2})\}?")
 
 _INTEGER = re.compile(r"([+-]?)([0-9]{1,100})")
 _DECIMAL = re.compile(r"([+-]?)([0-9]{0,100})\.([0-9]{0,100})")
@@ -208,9 +360,11 @@ def _normalize(answer: str) -> str:
         return answer  # the pre-filter rejects it; normalizing a megabyte would only cost time
     answer = _INVISIBLE.sub("", answer.translate(_UNICODE))
     answer = _strip_math_delimiters(answer)
+    answer = _LATEX_THOUSANDS.sub(",", answer)
     answer = answer.replace("\\$", "").replace("$", "").replace("{,}", ",")
     answer = answer.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\%", "%")
-    answer = _DEGREES.sub("", _WIDE_SPACE.sub(" ", _THIN_SPACE.sub("", answer))).strip()
+    answer = _THIN_SPACE.sub(lambda match: match.group(1) or "", answer)
+    answer = _DEGREES.sub("", _WIDE_SPACE.sub(lambda match: match.group(1) or " ", answer)).strip()
     wrapped = _WRAPPER.fullmatch(answer)
     if wrapped:
         answer = wrapped.group(1).strip()
@@ -253,6 +407,30 @@ def _exact_number(answer: str) -> _Number | None:
         value = Fraction(numerator, denominator)
         return _Number(-value if sign == "-" else value, 0, True)
     return None
+
+
+def _based_verdict(gold: str, pred: str | None) -> bool | None:
+    # `52_9` is not `52_8`. Two numbers with bases are equal when their values are; a number with a base against a
+    # plain integer compares the digits as written (the problem names the base: `1112` answers `1112_4`).
+    gold_based, pred_based = _BASED_NUMBER.fullmatch(gold), _BASED_NUMBER.fullmatch(pred or "")
+    if not (gold_based or pred_based):
+        return None
+    if gold_based and pred_based:
+        if gold_based.groups() == pred_based.groups():
+            return True
+        values = [_based_value(*match.groups()) for match in (gold_based, pred_based)]
+        return None not in values and values[0] == values[1]
+    based, other = (gold_based, pred) if gold_based else (pred_based, gold)
+    if other is None or not re.fullmatch(r"[0-9A-Z]+", other):
+        return None
+    return based.group(1).lstrip("0") == other.lstrip("0")
+
+
+def _based_value(digits: str, base: str) -> int | None:
+    try:
+        return int(digits, int(base)) if 2 <= int(base) <= 36 else None
+    except ValueError:
+        return None  # a digit too large for the base
 
 
 def _decides_inequality(gold: _Number, pred: _Number) -> bool:
@@ -481,11 +659,10 @@ def answer_text(gold: str | int | float | None) -> str:
 @lru_cache(maxsize=65536)
 def _prepare_gold(gold: str) -> tuple[str, _Number | None, bool]:
     # Golds repeat once per sampled completion, so their normalization is cached.
-    boxed = extract_boxed(gold)
-    if boxed is not None:
-        gold = boxed
-    elif gold.lstrip().startswith("####"):
-        gold = gold.lstrip()[4:]
+    # A gold written as a solution (a box, a `####` line, a final-answer sentence) is read down to that answer; any
+    # other gold is the answer as a whole ("x = 3", "5 apples").
+    if len(gold) <= 100 * MAX_ANSWER_CHARS:
+        gold = _stated_answer(gold) or gold
     answer = _normalize(gold)
     return answer, _exact_number(answer), _is_pathological(answer)
 
@@ -508,6 +685,9 @@ def _fast_verdict(completion: str, gold: str | int | float | None) -> bool | Non
                 return True
             if _decides_inequality(gold_number, pred_number):
                 return False
+    based = _based_verdict(gold_answer, pred_answer)
+    if based is not None:
+        return based
     if pred_answer is not None and _is_pathological(pred_answer):
         return False
     return gold_answer, pred_answer
@@ -606,6 +786,15 @@ def verify_batch(
 # Worker process
 
 
+_LATEX_WORDS = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox|operatorname)\s*\{[^{}]*\}|\\[A-Za-z]+")
+
+
+def _mixes_case(answer: str | None) -> bool:
+    """Whether `answer` uses one letter in both cases (`N=n+1`), so that folding the case would merge two symbols."""
+    letters = set(re.findall(r"[A-Za-z]", _LATEX_WORDS.sub(" ", answer or "")))
+    return any(letter.isupper() and letter.lower() in letters for letter in letters)
+
+
 class _Deadline(BaseException):
     # A BaseException, so that math-verify's `except Exception` handlers let it through and stop at once.
     pass
@@ -634,12 +823,42 @@ def _serve() -> None:
 
     import logging
 
+    from latex2sympy2_extended.latex2sympy2 import ConversionConfig
     from math_verify import parse
+    from math_verify import parser as math_verify_parser
     from math_verify import verify as math_verify
 
     # Timeouts are ours (the itimer below): math-verify's own would re-arm SIGALRM and cancel it.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    parse_gold = lru_cache(maxsize=4096)(lambda gold: parse(f"${gold}$", parsing_timeout=None))
+    # math-verify folds the case of every symbol (latex2sympy's `lowercase_symbols`, which it does not expose): `N=n`
+    # becomes `n=n`. For answers that use one letter in both cases, its LaTeX parser is called with the case kept.
+    fold_case_parse = math_verify_parser.parse_latex_cached
+    keep_case = {"on": False}
+
+    def to_sympy_keeping_case(latex: str):
+        return math_verify_parser.latex2sympy(
+            latex,
+            is_real=not math_verify_parser.should_treat_as_complex(latex),
+            convert_degrees=False,
+            normalization_config=None,
+            conversion_config=ConversionConfig(lowercase_symbols=False),
+        )
+
+    @lru_cache(maxsize=256)
+    def case_kept_parse(latex: str):
+        try:  # as math-verify's parse_latex_cached: on failure, the last equation alone
+            return to_sympy_keeping_case(latex)
+        except Exception:
+            last_equation = math_verify_parser.get_last_eq(latex)
+            if last_equation == latex:
+                raise
+            return to_sympy_keeping_case(last_equation)
+
+    def parse_latex(latex: str):
+        return case_kept_parse(latex) if keep_case["on"] else fold_case_parse(latex)
+
+    math_verify_parser.parse_latex_cached = parse_latex
+    parse_gold = lru_cache(maxsize=4096)(lambda gold, _keep_case: parse(f"${gold}$", parsing_timeout=None))
     armed = False
 
     def on_alarm(signum, frame):
@@ -654,8 +873,9 @@ def _serve() -> None:
         verdict = None
         armed = True
         signal.setitimer(signal.ITIMER_REAL, seconds)
+        keep_case["on"] = _mixes_case(gold) or _mixes_case(pred)
         try:
-            gold_parsed = parse_gold(gold)
+            gold_parsed = parse_gold(gold, keep_case["on"])
             # math-verify falls back to the raw string when nothing parses; such a gold ("?", "\\frac{}{}") would
             # only match itself character for character, so it counts as unparseable.
             if any(not isinstance(parsed, str) for parsed in gold_parsed):
