@@ -1,9 +1,11 @@
+import json
 import multiprocessing
 import random
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -414,6 +416,50 @@ EXTRACTION_CASES = [
 @pytest.mark.parametrize("text, expected", EXTRACTION_CASES)
 def test_extract_answer(text, expected):
     assert extract_answer(text) == expected
+
+
+DATA = Path(__file__).parent / "data"
+
+# Math-Verify's own test cases (tests/data/math_verify/cases.jsonl, by line number) on which `verify(pred, gold)`
+# gives another verdict than the test expects, by reason. No reason is a defect: each is an option vtd_trl does not
+# expose or a documented rule (README, "Extraction rules").
+PEER_DISAGREEMENTS = {
+    # `match_types=["expr"]`: only math-verify's plain-text extraction reads "1,22" as 1.22; in LaTeX (math-verify's
+    # too) and in vtd_trl a comma separates list items or thousands.
+    "decimal comma in a gold (plain-expression extraction only)": [7],
+    "inline math broken across lines (`Answer $ \\n 9 \\n $`): vtd_trl reads the last number, 9": [32, 33],
+    "`precision=2` (math-verify's float_rounding; vtd_trl keeps its default, 6 digits)": [134, 140],
+    "`allow_set_relation_comp=True` (not exposed)": [187],
+    "`strict=False` (not exposed: f(x) is not f(y))": [269],
+    "boxes with other text between them: only the last run of boxes joined by commas or 'and' is the answer": [
+        192,
+        239,
+        249,
+        252,
+    ],
+    # math-verify compares such golds character for character; vtd_trl skips them (verdict None, see UNPARSEABLE_GOLD).
+    "a gold that math-verify cannot parse into mathematics (`\\pm` in a list; a form feed in the test's string)": [
+        131,
+        232,
+    ],
+}
+
+
+def test_agrees_with_math_verify_test_suite():
+    cases = [json.loads(line) for line in (DATA / "math_verify" / "cases.jsonl").read_text().splitlines()]
+    assert len(cases) == 269
+    # Verdicts, not speed, are under test here: a generous timeout keeps a loaded machine from flipping one.
+    verdicts = verify_batch([case["pred"] for case in cases], [case["gold"] for case in cases], timeout=10.0)
+    disagreements = {
+        line: (case["source"], case["gold"][-80:], case["pred"][-80:], verdict)
+        for line, (case, verdict) in enumerate(zip(cases, verdicts), start=1)
+        if (verdict is True) != bool(case["expected"])
+    }
+    explained = sorted(line for lines in PEER_DISAGREEMENTS.values() for line in lines)
+    assert {line: disagreements.get(line) for line in sorted(disagreements)} == {
+        line: disagreements.get(line) for line in explained
+    }
+    assert 1 - len(disagreements) / len(cases) >= 0.95  # 256 of 269 agree: 95.2%
 
 
 def _math_verify_verdict(completion: str, gold: str) -> bool:
