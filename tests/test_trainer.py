@@ -520,6 +520,41 @@ def test_loss_and_gradient_match_an_independent_recomputation(
         torch.testing.assert_close(param.grad, ref_param.grad, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
 
 
+def spread_completions(prompt_text: str, position: int, row: int) -> str:
+    """The first prompt's completions are short, the second's long: all correct."""
+    a, b = operands(prompt_text)
+    return ("" if row < K else f"{a}+{b}={a + b}. " * 4) + f"\\boxed{{{a + b}}}"
+
+
+def test_each_micro_batch_runs_at_its_own_longest_row(model_dirs, tmp_path, monkeypatch):
+    from trl.trainer.utils import split_tensor_dict
+
+    import vtd_trl.trainer as trainer_module
+
+    rows = [dict(arithmetic_rows(1)[0]), dict(arithmetic_rows(1, start=200)[0])]  # prompts of different lengths
+    trainer = make_trainer(model_dirs, tmp_path, rows=rows, completions=spread_completions, vtd_contrast_beta=0.0)
+    out = generation_batch(trainer, rows)
+    widths = []
+    original = trainer._hidden_states
+    monkeypatch.setattr(trainer, "_hidden_states", lambda m, b: widths.append(b.input_ids.shape) or original(m, b))
+
+    def losses():
+        return [trainer._vtd_loss(trainer.model, half, "eval")[1][0].item() for half in split_tensor_dict(out, 2)]
+
+    trimmed = losses()
+    lengths = out["completion_mask"].sum(1)
+    prompt_lengths = out["prompt_mask"].sum(1)
+    # student and teacher forwards of each half, at that half's own prompt + completion width
+    expected = [(K, int(prompt_lengths[h].max() + lengths[h].max())) for h in (slice(0, K), slice(K, 2 * K))]
+    assert widths == [expected[0], expected[0], expected[1], expected[1]]
+    assert widths[0][1] < out["prompt_ids"].shape[1] + out["completion_ids"].shape[1]
+    widths.clear()
+    monkeypatch.setattr(trainer_module._Batch, "trimmed", lambda self: self)
+    untrimmed = losses()
+    assert widths[0][1] == out["prompt_ids"].shape[1] + out["completion_ids"].shape[1]
+    assert trimmed == pytest.approx(untrimmed, rel=1e-5)  # the same sums: only padding (and RoPE offsets) went
+
+
 def test_literal_normalizers(model_dirs, tmp_path):
     rows = arithmetic_rows(2)
     kwargs = dict(vtd_distill_backend="naive")

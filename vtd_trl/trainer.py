@@ -581,7 +581,7 @@ class VtDTrainer(GRPOTrainer):
         logps = []
         with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
             for k in range(num_forwards):
-                chunk = batch.rows(slice(k * size, (k + 1) * size))
+                chunk = batch.rows(slice(k * size, (k + 1) * size)).trimmed()
                 logps.append(self._reference_sequence_logps(chunk if len(chunk) else batch.dummy())[: len(chunk)])
         logps = torch.cat(logps) if logps else torch.zeros(0, device=device)
         rejected_logps[rows] = logps[: len(rows)]
@@ -647,7 +647,7 @@ class VtDTrainer(GRPOTrainer):
         teacher_head = self.accelerator.unwrap_model(self.teacher_model).get_output_embeddings()
 
         is_distilled = distill[rows]
-        teacher_hidden = self._teacher_hidden(batch.rows(is_distilled.nonzero().squeeze(-1)))
+        teacher_hidden = self._teacher_hidden(batch.rows(is_distilled.nonzero().squeeze(-1)).trimmed())
         is_pair = pairs[rows]
         zero = hidden.new_zeros(())
         # The teacher's head is gathered (ZeRO-3, FSDP2) only when some process distils: `teacher_hidden` says so
@@ -660,11 +660,11 @@ class VtDTrainer(GRPOTrainer):
             distill_sum = zero
             if teacher_hidden is not None and is_distilled.any():
                 distill_sum = distillation_loss(
-                    hidden[: len(rows)][is_distilled],
+                    hidden[: len(rows)][is_distilled][:, : teacher_hidden.shape[1]],
                     weight,
                     teacher_hidden,
                     teacher_weight,
-                    batch.loss_mask[: len(rows)][is_distilled].bool(),
+                    batch.loss_mask[: len(rows)][is_distilled][:, : teacher_hidden.shape[1]].bool(),
                     beta=args.vtd_distill_beta,
                     temperature=args.vtd_distill_temperature,
                     backend=args.vtd_distill_backend,
@@ -807,7 +807,8 @@ class _Batch:
         )
         loss = torch.cat([widen(completion_loss[rows], 0), widen(inputs["vtd_chosen_mask"][chosen_rows], 0)])
         prompt_rows = torch.cat([rows, chosen_rows])
-        return cls(inputs["prompt_ids"][prompt_rows], inputs["prompt_mask"][prompt_rows], part_ids, part_mask, loss)
+        prompt_ids, prompt_mask = inputs["prompt_ids"][prompt_rows], inputs["prompt_mask"][prompt_rows]
+        return cls(prompt_ids, prompt_mask, part_ids, part_mask, loss).trimmed()
 
     def __len__(self) -> int:
         return self.prompt_ids.shape[0]
@@ -823,6 +824,18 @@ class _Batch:
     @property
     def attention_mask(self) -> torch.Tensor:
         return torch.cat([self.prompt_mask, self.part_mask], dim=1)
+
+    def trimmed(self) -> "_Batch":
+        """The same sequences without the columns that are padding in every row: the generation batch is padded to
+        its longest completion and prompt, a micro-batch only needs its own."""
+        if len(self) == 0:
+            return self
+        start = int(self.prompt_mask.any(0).int().argmax())  # prompts are left-padded: the first column in use
+        used = self.part_mask.any(0).nonzero()
+        end = int(used.max()) + 1 if len(used) else 1  # parts are right-padded: one past the last column in use
+        prompt = slice(min(start, self.prompt_length - 1), None)
+        parts = (x[:, :end] for x in (self.targets, self.part_mask, self.loss_mask))
+        return _Batch(self.prompt_ids[:, prompt], self.prompt_mask[:, prompt], *parts)
 
     def rows(self, index) -> "_Batch":
         return _Batch(
