@@ -1,6 +1,7 @@
 import json
 import logging
 import re
+from pathlib import Path
 
 import pytest
 from datasets import Dataset
@@ -263,3 +264,55 @@ def test_hub_datasets_are_named_in_errors(monkeypatch):
         load_vtd_dataset("openai/gsm8k", config="main", split="test")
     assert calls == [("openai/gsm8k", "main", "test")]
     assert load_vtd_dataset("openai/gsm8k", config="main", on_error="skip")["answer"] == ["72"]
+
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("split, size", [("train", 230), ("test", 81)])
+def test_real_gsm8k_rows_load(split, size):
+    # Real GSM8K rows (tests/data/gsm8k), every one with a thousands comma or a negative answer among them: each loads and
+    # its reference verifies against its answer (load_vtd_dataset checks both and raises on the first bad row).
+    path = DATA / "gsm8k" / f"{split}_sample.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    dataset = load_vtd_dataset(str(path))
+    assert len(rows) == len(dataset) == size
+    finals = [row["answer"].rsplit("####", 1)[1].strip() for row in rows]
+    assert dataset["answer"] == [final.replace(",", "") for final in finals]
+    assert sum("," in final for final in finals) == {"train": 79, "test": 14}[split]
+    for example in dataset:
+        assert example["reference"].endswith(f"The final answer is \\boxed{{{example['answer']}}}")
+        assert "<<" not in example["reference"]
+    if split == "train":
+        assert dataset[0] == GSM8K_EXPECTED
+        assert dataset["answer"][finals.index("109,200,000")] == "109200000"
+
+
+def test_real_math500_rows_load():
+    # Real MATH-500 rows (tests/data/math500), 8 of them with several boxes in the solution: the answer read from the
+    # solution is the dataset's own answer column, every time.
+    path = DATA / "math500" / "sample.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    dataset = load_vtd_dataset(str(path))
+    assert len(rows) == len(dataset) == 107
+    assert dataset["answer"] == [row["answer"] for row in rows]
+    assert sum(row["solution"].count("\\boxed") > 1 for row in rows) == 8
+
+
+def test_several_boxes_in_a_solution():
+    # NuminaMath / OpenThoughts style: the answer is both boxes, not the last one.
+    row = {"problem": "Find all integers n with f(n) = n.", "solution": r"So \(\boxed{1}\) and \(\boxed{-2}\)."}
+    assert format_math(row)["answer"] == "1, -2"
+    dataset = prepare_vtd_dataset(Dataset.from_list([row]))
+    assert dataset["answer"] == ["1, -2"]
+    assert verify(r"\boxed{-2, 1}", dataset[0]["answer"]) is True
+    assert verify(r"\boxed{-2}", dataset[0]["answer"]) is False
+    # Boxes with words between them are not one answer: a solution boxes one answer twice, or two forms of it.
+    two_forms = {"problem": "p", "solution": r"$d = \boxed{15\frac{39}{40}},$ or $\boxed{\frac{639}{40}}$ inches."}
+    assert format_math(two_forms)["answer"] == r"\frac{639}{40}"
+
+
+@pytest.mark.parametrize("solution", ["#### 0,111", "#### 1,0000"])
+def test_gsm8k_answer_rejects_malformed_thousands(solution):
+    with pytest.raises(ValueError, match="not a number .commas may only separate thousands"):
+        gsm8k_answer(solution)

@@ -1,6 +1,7 @@
 import json
 import multiprocessing
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -13,7 +14,7 @@ from math_verify import parse
 from math_verify import verify as math_verify
 
 from vtd_trl import verify as vtd_verify
-from vtd_trl.verify import extract_answer, verify, verify_batch
+from vtd_trl.verify import answer_text, extract_answer, verify, verify_batch
 
 # (completion, gold, expected verdict). Completions box their answer unless the case is about extraction.
 EQUIVALENT = [
@@ -194,6 +195,7 @@ EQUIVALENT = [
     (r"\boxed{11111111100}", r"11,\! 111,\! 111,\! 100"),
     (r"\boxed{11,\! 111,\! 111,\! 100}", "11111111100"),
     (r"\boxed{14 {,} 916}", "14916"),
+    (r"The final answer is $11,\! 111,\! 111,\! 100$.", "11111111100"),  # `\!` ends no sentence
     ("The total is 1 000", "1000"),
     # a gold of several boxes joined by "and" or commas is one answer, as is a completion's
     (r"\boxed{1, -2}", r"\(\boxed{1}\) and \(\boxed{-2}\)"),
@@ -460,6 +462,46 @@ def test_agrees_with_math_verify_test_suite():
         line: disagreements.get(line) for line in explained
     }
     assert 1 - len(disagreements) / len(cases) >= 0.95  # 256 of 269 agree: 95.2%
+
+
+# The formats models write a final answer in; `%s` is the gold answer as written.
+ANSWER_FORMATS = {
+    "boxed": "So the answer is $\\boxed{%s}$.",
+    "the final answer is": "The final answer is $%s$.",
+    "Minerva sentence": "Final Answer: The final answer is $%s$. I hope it is correct.",
+    "bold answer": "**Answer:** $%s$",
+}
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _wrong(answer: str) -> str:
+    # A wrong answer close to the gold: its first digit changed (`\frac{1}{2}` -> `\frac{2}{2}`), or `+1` appended.
+    digit = re.search(r"[0-9]", answer)
+    if digit is None:
+        return answer + "+1"
+    return answer[: digit.start()] + str((int(digit.group()) + 1) % 10) + answer[digit.end() :]
+
+
+def test_real_gold_answers_verify_against_themselves_and_not_a_wrong_answer():
+    golds = [row["answer"] for row in _jsonl(DATA / "math500" / "answers.jsonl")]
+    golds += [row["answer"] for name in ("aime24", "amc23") for row in _jsonl(DATA / "competitions" / f"{name}.jsonl")]
+    assert len(golds) == 500 + 30 + 40
+    completions = []
+    for gold in golds:
+        text = answer_text(gold)  # AMC answers are floats (27.0): a model writes 27
+        completions += [(name, template % text, gold, True) for name, template in ANSWER_FORMATS.items()]
+        completions.append(("wrong answer", ANSWER_FORMATS["boxed"] % _wrong(text), gold, False))
+    verdicts = verify_batch([c[1] for c in completions], [c[2] for c in completions], timeout=10.0)
+    failures = [
+        (name, completion, gold)
+        for (name, completion, gold, want), got in zip(completions, verdicts)
+        if got is not want
+    ]
+    assert failures == []
+    assert len(verdicts) == 570 * 5
 
 
 def _math_verify_verdict(completion: str, gold: str) -> bool:

@@ -57,7 +57,7 @@ _ANSWER = re.compile(
     r"([^\n]*)",
     re.IGNORECASE,
 )
-_SENTENCE_END = re.compile(r"[.!?](?:\s|$)|(?<=\$),|\s+I hope\b")
+_SENTENCE_END = re.compile(r"(?<!\\)[.!?](?:\s|$)|(?<=\$),|\s+I hope\b")
 _LAST_NUMBER = re.compile(
     r"(?:(?<![\w)])[-−])?(?<![A-Za-z_])"
     r"(?:[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|(?P<spaced>[0-9]{1,3}(?:[ \u2009\u202f][0-9]{3})+)(?![0-9])|[0-9]+|(?=\.[0-9]))"
