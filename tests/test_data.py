@@ -271,7 +271,7 @@ DATA = Path(__file__).parent / "data"
 
 @pytest.mark.parametrize("split, size", [("train", 230), ("test", 81)])
 def test_real_gsm8k_rows_load(split, size):
-    # Real GSM8K rows (tests/data/gsm8k), every one with a thousands comma or a negative answer among them: each loads and
+    # Real GSM8K rows (tests/data/gsm8k), with every comma and negative answer: each row loads and
     # its reference verifies against its answer (load_vtd_dataset checks both and raises on the first bad row).
     path = DATA / "gsm8k" / f"{split}_sample.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()]

@@ -259,16 +259,19 @@ def extract_answer(text: str) -> str | None:
 
 def _stated_answer(text: str) -> str | None:
     # Rule 1 of extract_answer: the last stated final answer, whatever its form.
-    stated = []  # (position, answer) of every stated final answer
+    stated = []  # (position, answer) of every stated final answer that may win
     box = _last_box_run(text)
     if box is not None:
         stated.append(box)
-    for match in _GSM8K_ANSWER.finditer(text):
+    # Only what starts after the last box can win over it; plain substring tests skip most scans.
+    after = box[0] if box is not None else 0
+    tail = text[after:]
+    for match in _GSM8K_ANSWER.finditer(text, after) if "####" in tail else ():
         parts = _SENTENCE_END.split(match.group(1), maxsplit=1)
         # A `####` line with a sentence after its number ("#### 2. Compute the total") is a numbered heading.
         if len(parts) == 1 or not parts[1].strip():
             stated.append((match.start(), _strip_math_delimiters(parts[0].strip().strip("*").strip())))
-    for match in _FINAL_ANSWER.finditer(text):
+    for match in _FINAL_ANSWER.finditer(text, after) if "answer" in tail.lower() else ():
         stated.append((match.start(), _sentence_answer(match.group(1))))
     stated = [(position, answer) for position, answer in stated if answer]
     return max(stated, key=lambda candidate: candidate[0])[1] if stated else None
@@ -276,7 +279,8 @@ def _stated_answer(text: str) -> str | None:
 
 def _unstated_answer(text: str) -> str | None:
     # Rules 2 and 3 of extract_answer.
-    answers = [answer for answer in map(_sentence_answer, (m.group(1) for m in _ANSWER.finditer(text))) if answer]
+    matches = _ANSWER.finditer(text) if "answer" in text.lower() else ()
+    answers = [answer for answer in map(_sentence_answer, (match.group(1) for match in matches)) if answer]
     if answers:
         return answers[-1]
     spans = _math_spans(text)
