@@ -6,6 +6,10 @@ is"), about 40% of them with a realistic wrong answer (an arithmetic slip, an in
 Two styles where the verifiers differ by design are reported apart: unit words in the box (`\\boxed{12 dollars}`) and
 a think block cut off before it closes.
 
+The last table runs Math-Verify's own 269 test cases (`tests/data/math_verify/cases.jsonl`) through `vtd_trl` and
+through math-verify's default `parse` + `verify` (as TRL's `accuracy_reward` calls it), against each test's expected
+verdict; math-verify with each test's own options is the reference.
+
     python scripts/bench/verify.py --completions 10000 --output verify_bench.json
 """
 
@@ -15,9 +19,10 @@ import random
 import re
 import time
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import reasoning_gym
-from math_verify import parse
+from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 from math_verify import verify as math_verify
 
 from vtd_trl.verify import verify, verify_batch
@@ -31,6 +36,7 @@ NUMERIC_STYLES = {
     "the answer is": 0.10,
 }
 BY_DESIGN_STYLES = {"boxed, unit words": 0.10, "unclosed think block": 0.05}
+PEER_CASES = Path(__file__).resolve().parents[2] / "tests" / "data" / "math_verify" / "cases.jsonl"
 
 
 def wrong_answer(rng: random.Random, gold: int, intermediates: list[int]) -> int:
@@ -127,6 +133,53 @@ def math_verify_gold_cached(rows: list[dict]) -> list[bool]:
     return [math_verify(golds[row["gold"]], parse(row["completion"])) for row in rows]
 
 
+def math_verify_with_test_options(case: dict) -> bool:
+    # What Math-Verify's tests call: `compare_strings` with the test's extraction targets and options.
+    if case["match_types"] == "parse_defaults":
+        return bool(math_verify(parse(case["gold"]), parse(case["pred"])))
+    targets = [
+        LatexExtractionConfig(boxed_match_priority=0) if kind == "latex" else ExprExtractionConfig()
+        for kind in case["match_types"]
+    ]
+    return bool(
+        math_verify(
+            parse(case["gold"], targets),
+            parse(case["pred"], targets),
+            float_rounding=case["precision"],
+            strict=case["strict"],
+            allow_set_relation_comp=case["allow_set_relation_comp"],
+        )
+    )
+
+
+def peer_suite() -> dict:
+    cases = [json.loads(line) for line in PEER_CASES.read_text().splitlines()]
+    expected = [bool(case["expected"]) for case in cases]
+    verdicts = {
+        "math-verify with each test's options (what its tests run)": [math_verify_with_test_options(c) for c in cases],
+        "math-verify parse + verify, defaults (as TRL's accuracy_reward)": [
+            bool(math_verify(parse(case["gold"]), parse(case["pred"]))) for case in cases
+        ],
+        "vtd_trl verify": [
+            verdict is True
+            for verdict in verify_batch([c["pred"] for c in cases], [c["gold"] for c in cases], timeout=10.0)
+        ],
+    }
+    print(
+        f"\nMath-Verify's own test cases ({len(cases)}, tests/data/math_verify): agreement with the expected verdict\n"
+    )
+    print("| verifier | agree | agreement | wrongly credited | wrongly refused |")
+    print("|---|---:|---:|---:|---:|")
+    results = {}
+    for name, got in verdicts.items():
+        agree = sum(g == e for g, e in zip(got, expected))
+        credited = sum(g and not e for g, e in zip(got, expected))
+        refused = sum(e and not g for g, e in zip(got, expected))
+        print(f"| {name} | {agree} | {agree / len(cases):.2%} | {credited} | {refused} |")
+        results[name] = {"agree": agree, "wrongly_credited": credited, "wrongly_refused": refused}
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--completions", type=int, default=10_000)
@@ -209,6 +262,8 @@ def main() -> None:
         agreement = f"{symbolic_agreement[workers]:.2%}" if workers else "reference"
         print(f"| {name} | {len(symbolic) / seconds:,.0f} | {seconds:.2f} | {agreement} |")
 
+    peer = peer_suite()
+
     if args.output:
         with open(args.output, "w") as file:
             json.dump(
@@ -224,6 +279,7 @@ def main() -> None:
                     "disagreements": disagreements,
                     "symbolic_throughput": {name: len(symbolic) / seconds for name, seconds in symbolic_throughput},
                     "symbolic_agreement": symbolic_agreement,
+                    "math_verify_test_suite": peer,
                 },
                 file,
                 indent=2,
