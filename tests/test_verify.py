@@ -202,6 +202,11 @@ EQUIVALENT = [
     (r"\boxed{-2} \quad \text{and} \quad \boxed{1}.", r"\(\boxed{1}\) and \(\boxed{-2}\)."),
     (r"\boxed{1},\boxed{2},\boxed{3}", r"\{1,2,3\}"),
     (r"\boxed{1,2}", r"$\boxed{1}\boxed{2}$"),
+    (r"\boxed{2, 3}", r"$x = \boxed{2}$ or $\boxed{3}$"),
+    (r"\boxed{3} or \boxed{2}", r"\{2, 3\}"),
+    # two forms of one answer joined by "or" are that answer
+    (r"\boxed{\frac{639}{40}}", r"$d = \boxed{15\frac{39}{40}},$ or $\boxed{\frac{639}{40}}$ inches."),
+    (r"$\boxed{15.975}$ inches", r"$d = \boxed{15\frac{39}{40}},$ or $\boxed{\frac{639}{40}}$ inches."),
     # a gold written as a solution is read down to its stated answer
     (
         r"so the loss is $\boxed{28\%}$.",
@@ -302,6 +307,8 @@ NOT_EQUIVALENT = [
     (r"\boxed{-2}", r"\(\boxed{1}\) and \(\boxed{-2}\)"),
     (r"\boxed{1}", r"\(\boxed{1}\) and \(\boxed{-2}\)"),
     (r"\boxed{5}, no wait, \boxed{6}", "5"),
+    (r"\boxed{5} or \boxed{6}", "6"),  # a hedge between two answers is neither
+    (r"\boxed{5} or \boxed{6}", "5"),
     # case and bases are part of the answer
     (r"\boxed{N=n+1}", "N=n"),
     (r"\boxed{n=N+1}", "N=n"),
@@ -402,7 +409,7 @@ EXTRACTION_CASES = [
     (r"\(\boxed{1}\) and \(\boxed{-2}\)", "1, -2"),
     (r"\boxed{(2, 2)} \quad \text{and} \quad \boxed{(6, 2)}", "(2, 2), (6, 2)"),
     (r"\boxed{5}, no wait, \boxed{6}", "6"),
-    (r"\boxed{15\frac{39}{40}}, or \boxed{\frac{639}{40}}", r"\frac{639}{40}"),
+    (r"\boxed{15\frac{39}{40}}, or \boxed{\frac{639}{40}}", r"15\frac{39}{40}, \frac{639}{40}"),
     (r"\boxed{1} papers and \boxed{2} bins", "2"),
     # no marker: the last math span or the last number, whichever ends later
     ("We get $x = 3$.", "x = 3"),
@@ -433,7 +440,7 @@ PEER_DISAGREEMENTS = {
     "`precision=2` (math-verify's float_rounding; vtd_trl keeps its default, 6 digits)": [134, 140],
     "`allow_set_relation_comp=True` (not exposed)": [187],
     "`strict=False` (not exposed: f(x) is not f(y))": [269],
-    "boxes with other text between them: only the last run of boxes joined by commas or 'and' is the answer": [
+    "boxes with other text between them: only the last run of boxes joined by commas, 'and' or 'or' is the answer": [
         192,
         239,
         249,

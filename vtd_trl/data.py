@@ -96,7 +96,7 @@ def format_math(example: Mapping, instruction: str | None = DEFAULT_INSTRUCTION)
     Maps a MATH-style row (`problem`, `solution` with a `\boxed{}` answer) to `prompt`, `answer`, `reference`.
 
     The answer is the solution's boxed answer as the verifier reads it ([`~vtd_trl.verify.boxed_answer`]): the last
-    box, with the boxes joined to it by commas or "and" (`\(\boxed{1}\) and \(\boxed{-2}\)` gives `1, -2`).
+    box, with the boxes joined to it by commas, "and" or "or" (`\(\boxed{1}\) and \(\boxed{-2}\)` gives `1, -2`).
     """
     solution = _field(example, "solution")
     answer = boxed_answer(solution)

@@ -70,10 +70,13 @@ _LAST_NUMBER = re.compile(
 _MATH_DELIMITER = re.compile(r"\\\\|\\\$|\$\$|\$|\\\(|\\\)|\\\[|\\\]|\n")
 _MATH_CLOSING = {"$$": "$$", "$": "$", "\\(": "\\)", "\\[": "\\]"}
 # What may stand between the boxes of one answer: `\boxed{1}, \boxed{2}`, `\(\boxed{1}\) and \(\boxed{-2}\)`,
-# `\boxed{a} \quad \text{and} \quad \boxed{b}`. "or" is left out: solutions write `\boxed{15\frac{39}{40}}, or
-# \boxed{\frac{639}{40}}` for two forms of one answer.
-_BOX_JOINER = re.compile(r"(?:\s|\$|\\[()\[\]]|\\q?quad\b|\\[,;!]|~|[,;]|\band\b|\\text\s*\{\s*(?:and|,)?\s*\})*")
-_BOX_JOINER_WORD = re.compile(r"[,;]|\band\b")
+# `\boxed{a} \quad \text{and} \quad \boxed{b}`, `\boxed{2} or \boxed{3}`. Joined with "or", two forms of one answer
+# (`\boxed{15\frac{39}{40}}, or \boxed{\frac{639}{40}}`, as MATH solutions write) are a set of one element, which
+# math-verify equates with that element, while a hedge between two answers (`\boxed{5} or \boxed{6}`) is neither.
+_BOX_JOINER = re.compile(
+    r"(?:\s|\$|\\[()\[\]]|\\q?quad\b|\\[,;!]|~|[,;]|\b(?:and|or)\b|\\text\s*\{\s*(?:and|or|,)?\s*\})*"
+)
+_BOX_JOINER_WORD = re.compile(r"[,;]|\b(?:and|or)\b")
 _QUOTED = re.compile(r'^(?:\\?"|“)(.*?)(?:\\?"|”)$', re.DOTALL)
 _PROSE_START = re.compile(r"[A-Za-z]{2,}\b")
 _IS = re.compile(r"\s(?:is|are|was|equals)\b:?\s*")
@@ -145,8 +148,8 @@ def extract_boxed(text: str) -> str | None:
 def boxed_answer(text: str) -> str | None:
     r"""
     Returns the boxed answer of `text`: the content of its last box, with the boxes just before it that are joined to
-    it by a comma, a semicolon or "and" (`\(\boxed{1}\) and \(\boxed{-2}\)` gives `1, -2`; `\boxed{5} no, \boxed{6}`
-    gives `6`).
+    it by a comma, a semicolon, "and" or "or" (`\(\boxed{1}\) and \(\boxed{-2}\)` gives `1, -2`;
+    `\boxed{5}, no wait, \boxed{6}` gives `6`).
 
     Returns:
         `str` or `None`: The answer, or `None` when `text` has no well-formed box.
@@ -219,7 +222,7 @@ def extract_answer(text: str) -> str | None:
     The rules, in order (README, "Extraction rules", has the table and the reasons):
 
     1. A stated final answer, the last one in the text whatever its form: the last well-formed `\boxed{...}` (with
-       the boxes joined to it by commas or "and", see [`boxed_answer`]), a GSM8K `#### ...` line, or a "final
+       the boxes joined to it by commas, "and" or "or", see [`boxed_answer`]), a GSM8K `#### ...` line, or a "final
        answer" sentence (`The final answer is $X$`, the Minerva `Final Answer: The final answer is $X$. I hope it is
        correct.`, `**Final Answer:** X`).
     2. Else the last "the answer is X" or line-opening `Answer: X` / `**Answer:** X`.
