@@ -216,9 +216,11 @@ EQUIVALENT = [
     (r"\boxed{52_8}", "52_8"),
     (r"\boxed{101010_2}", "52_8"),
     (r"\boxed{1112}", "1112_4"),
+    (r"\boxed{A3_{12}}", "A3_{12}"),
     # one letter in both cases keeps its case; otherwise case is folded as math-verify does
     (r"\boxed{N=n}", "N=n"),
     (r"\boxed{X=3}", "x=3"),
+    (r"\boxed{circle}", "Circle"),
     # without any marker: the last math span or the last number, whichever ends later
     (r"Therefore $x \geq 5$ is the solution.", "x >= 5"),
     (r"$\frac13 $", "1/3"),
@@ -314,6 +316,7 @@ NOT_EQUIVALENT = [
     (r"\boxed{n=N+1}", "N=n"),
     (r"\boxed{52_9}", "52_8"),
     (r"\boxed{42}", "52_8"),
+    (r"\boxed{A}", "A_1"),  # a subscripted point, not a number in base 1
     # digits inside a word are no number; a later math span is the answer, not a number inside it
     ("The code is AZYUK2A", "2"),
     ("$-[0,1)$", "1"),

@@ -418,24 +418,26 @@ def _exact_number(answer: str) -> _Number | None:
 
 def _based_verdict(gold: str, pred: str | None) -> bool | None:
     # `52_9` is not `52_8`. Two numbers with bases are equal when their values are; a number with a base against a
-    # plain integer compares the digits as written (the problem names the base: `1112` answers `1112_4`).
-    gold_based, pred_based = _BASED_NUMBER.fullmatch(gold), _BASED_NUMBER.fullmatch(pred or "")
-    if not (gold_based or pred_based):
+    # plain integer compares the digits as written (the problem names the base: `1112` answers `1112_4`). Only digits
+    # valid in their base make a number with a base: `A_1` or `B_3` is a subscripted symbol.
+    gold_based, pred_based = _based_number(gold), _based_number(pred or "")
+    if gold_based is None and pred_based is None:
         return None
-    if gold_based and pred_based:
-        if gold_based.groups() == pred_based.groups():
-            return True
-        values = [_based_value(*match.groups()) for match in (gold_based, pred_based)]
-        return None not in values and values[0] == values[1]
-    based, other = (gold_based, pred) if gold_based else (pred_based, gold)
+    if gold_based is not None and pred_based is not None:
+        return gold_based[2] == pred_based[2]
+    digits, other = (gold_based[0], pred) if gold_based is not None else (pred_based[0], gold)
     if other is None or not re.fullmatch(r"[0-9A-Z]+", other):
         return None
-    return based.group(1).lstrip("0") == other.lstrip("0")
+    return digits.lstrip("0") == other.lstrip("0")
 
 
-def _based_value(digits: str, base: str) -> int | None:
+def _based_number(answer: str) -> tuple[str, int, int] | None:
+    # (digits, base, value) of a number written with its base, `52_8` or `1011_{2}`.
+    match = _BASED_NUMBER.fullmatch(answer)
+    if match is None or not 2 <= int(match.group(2)) <= 36:
+        return None
     try:
-        return int(digits, int(base)) if 2 <= int(base) <= 36 else None
+        return match.group(1), int(match.group(2)), int(match.group(1), int(match.group(2)))
     except ValueError:
         return None  # a digit too large for the base
 
@@ -798,7 +800,8 @@ _LATEX_WORDS = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox|operatorname)\s*
 
 def _mixes_case(answer: str | None) -> bool:
     """Whether `answer` uses one letter in both cases (`N=n+1`), so that folding the case would merge two symbols."""
-    letters = set(re.findall(r"[A-Za-z]", _LATEX_WORDS.sub(" ", answer or "")))
+    # Single letters only: in a word ("Circle") case is spelling, not two symbols.
+    letters = set(re.findall(r"(?<![A-Za-z])[A-Za-z](?![A-Za-z])", _LATEX_WORDS.sub(" ", answer or "")))
     return any(letter.isupper() and letter.lower() in letters for letter in letters)
 
 
