@@ -555,6 +555,29 @@ def test_each_micro_batch_runs_at_its_own_longest_row(model_dirs, tmp_path, monk
     assert trimmed == pytest.approx(untrimmed, rel=1e-5)  # the same sums: only padding (and RoPE offsets) went
 
 
+def test_dpo_sequence_logps_of_a_bf16_model_are_computed_from_fp32_logits():
+    from trl.kernels import ChunkedLogProbFunction
+
+    from vtd_trl.trainer import _Batch, _sequence_logps_from_hidden
+
+    generator = torch.Generator().manual_seed(0)
+    n, length, hidden_size, vocab = 2, 256, 64, 1000
+    # Logits of std 4: bf16 rounds them by up to 0.03
+    hidden = (torch.randn(n, length, hidden_size, generator=generator) * 2).bfloat16()
+    weight = (torch.randn(vocab, hidden_size, generator=generator) * 2 / hidden_size**0.5).bfloat16()
+    logits = hidden.double() @ weight.double().t()
+    targets = torch.multinomial(logits.view(-1, vocab).softmax(-1), 1, generator=generator).view(n, length)  # sampled
+    ones = torch.ones(n, length, dtype=torch.long)
+    batch = _Batch(torch.zeros(n, 1, dtype=torch.long), torch.ones(n, 1, dtype=torch.long), targets, ones, ones)
+    exact = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1).sum(1)
+    logps = _sequence_logps_from_hidden(hidden, weight, batch)
+    bf16_tiles = ChunkedLogProbFunction.apply(
+        hidden.reshape(-1, hidden_size), weight, None, targets.reshape(-1), 1.0, 4096, None, 1.0, ("log_probs",)
+    )[0]
+    assert (bf16_tiles.double().view(n, length).sum(1) - exact).abs().max() > 0.05  # what bf16 tiles would cost
+    assert (logps.double() - exact).abs().max() < 1e-3  # the fp32 sum of ~600 nats
+
+
 def test_literal_normalizers(model_dirs, tmp_path):
     rows = arithmetic_rows(2)
     kwargs = dict(vtd_distill_backend="naive")
