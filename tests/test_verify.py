@@ -378,6 +378,8 @@ EXTRACTION_CASES = [
     (r"\boxed 42 apples", "42"),
     (r"\fbox{3}", "3"),
     (r"\boxed{}", None),
+    (r"It is 5. \boxed{}", None),  # an empty box states nothing, and nothing before it counts
+    (r"\boxed{} Final Answer: 5", "5"),
     ("Some text\n#### 1,234\n", "1,234"),
     ("#### $5$", "5"),
     ("#### 5\n#### 6", "6"),

@@ -257,11 +257,12 @@ def extract_answer(text: str) -> str | None:
         text = text.rsplit(_THINK_CLOSE, 1)[1].split(_THINK_OPEN, 1)[0]
     elif _THINK_OPEN in text:
         return None
-    return _stated_answer(text) or _unstated_answer(text)
+    stated = _stated_answer(text)
+    return (stated or None) if stated is not None else _unstated_answer(text)
 
 
 def _stated_answer(text: str) -> str | None:
-    # Rule 1 of extract_answer: the last stated final answer, whatever its form.
+    # Rule 1 of extract_answer: the last stated final answer, whatever its form ("" for an empty box), or None.
     stated = []  # (position, answer) of every stated final answer that may win
     box = _last_box_run(text)
     if box is not None:
@@ -276,7 +277,8 @@ def _stated_answer(text: str) -> str | None:
             stated.append((match.start(), _strip_math_delimiters(parts[0].strip().strip("*").strip())))
     for match in _FINAL_ANSWER.finditer(text, after) if "answer" in tail.lower() else ():
         stated.append((match.start(), _sentence_answer(match.group(1))))
-    stated = [(position, answer) for position, answer in stated if answer]
+    # A sentence that names no answer is passed over; an empty last box (`\boxed{}`) is a stated answer of nothing.
+    stated = [(position, answer) for position, answer in stated if answer is not None]
     return max(stated, key=lambda candidate: candidate[0])[1] if stated else None
 
 
