@@ -563,6 +563,8 @@ ADVERSARIAL = {
     "unbalanced latex in the box": (r"\boxed{\frac{1}{2}\left(}", "0.5", False),
     "huge matrix": (r"\boxed{\begin{pmatrix}" + " & ".join(["1"] * 400) + r"\end{pmatrix}}", "5", False),
     "long symbolic sum": (r"\boxed{" + "+".join(f"x_{{{i}}}^{{{i}}}" for i in range(150)) + "}", "5", False),
+    "a megabyte of digit groups": ("123 " * 250_000, "5", False),
+    "a megabyte of dollar signs": ("$" * 1_000_000 + "5", "5", True),
     "unclosed display math openers": ("\\[" * 300_000 + " so 5", "5", True),
     "unclosed inline math openers": ("\\(" * 300_000 + "\n5", "5", True),
     "thousands of answer sentences": ("Final Answer: 3\nThe answer is 4.\n" * 20_000, "3", True),
