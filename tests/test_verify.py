@@ -373,6 +373,8 @@ EXTRACTION_CASES = [
     (r"\boxed{\{1,2\}}", r"\{1,2\}"),
     (r"\boxed{a} \boxed{b}", "b"),
     (r"\boxed{a} \boxed{b", "a"),
+    (r"\boxed{\boxed{7}}", "7"),
+    (r"\boxed{1}, " * 20_000 + r"\boxed{2}", ", ".join(["1"] * 20_000 + ["2"])),
     (r"\boxed{\left\{ x \right\}}", r"\left\{ x \right\}"),
     (r"\boxed{$5$}", "5"),
     (r"\boxed 42 apples", "42"),

@@ -116,14 +116,16 @@ def _last_box_run(text: str) -> tuple[int, str] | None:
     boxes = _boxes(text)
     if not boxes:
         return None
-    run = [boxes[-1]]
+    run = [boxes[-1]]  # from the last box backwards
     for box in reversed(boxes[:-1]):
-        gap = text[box[1] : run[0][0]]
+        if box[1] > run[-1][0]:
+            break  # a box around the last one (`\boxed{\boxed{7}}`)
+        gap = text[box[1] : run[-1][0]]
         if gap and not (_BOX_JOINER.fullmatch(gap) and _BOX_JOINER_WORD.search(gap)):
             break
-        run.insert(0, box)
-    contents = [_strip_math_delimiters(content) for _, _, content in run]
-    return run[-1][0], ", ".join(content for content in contents if content)
+        run.append(box)
+    contents = [_strip_math_delimiters(content) for _, _, content in reversed(run)]
+    return run[0][0], ", ".join(content for content in contents if content)
 
 
 def extract_boxed(text: str) -> str | None:
