@@ -197,7 +197,7 @@ def _sentence_answer(text: str) -> str | None:
     # number (with the word after it, so that "1.5 million" keeps its value).
     answer = _unwrap(_SENTENCE_END.split(text, maxsplit=1)[0])
     for _ in range(3):
-        if not _PROSE_START.match(answer) or "\\" in answer[:2]:
+        if not _PROSE_START.match(answer):
             break
         verb = _IS.search(answer)
         if verb is None:
