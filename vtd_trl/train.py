@@ -12,11 +12,14 @@ run(script_args, training_args, model_args)
 
 import json
 import math
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from accelerate import PartialState
+from accelerate.utils import DistributedType
 from datasets import Dataset
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
@@ -142,6 +145,7 @@ def describe_run(
     peft = f"LoRA r={model_args.lora_r}" if model_args.use_peft else "full fine-tuning"
     generation = f"vLLM {args.vllm_mode}" if args.use_vllm else "transformers"
     distributed = state.distributed_type.value if hasattr(state.distributed_type, "value") else state.distributed_type
+    distributed = "FSDP" if _fsdp_requested(args) and world > 1 else distributed  # accelerate applies it later
     lines = [
         f"student   {model_args.model_name_or_path} ({peft})",
         f"teacher   {args.teacher_model_name_or_path}",
@@ -159,14 +163,35 @@ def describe_run(
 
 
 def demo_accuracy(model_or_path: Any, tokenizer, script_args: VtDScriptArguments, seed: int = 0) -> float:
-    """Greedy held-out accuracy on the demo task (verified by `vtd_trl.verify`)."""
+    """Greedy held-out accuracy on the demo task (verified by `vtd_trl.verify`).
+
+    Runs on this process alone, also in a ZeRO-3 run: a path is loaded whole; a model instance must not be sharded.
+    """
     from transformers import AutoModelForCausalLM
 
     from .demo.evaluate import evaluate
     from .demo.task import demo_dataset
 
-    model = AutoModelForCausalLM.from_pretrained(model_or_path) if isinstance(model_or_path, str) else model_or_path
-    return evaluate(model, tokenizer, demo_dataset("test", script_args.demo_eval_rows, seed=seed)).accuracy
+    held_out = demo_dataset("test", script_args.demo_eval_rows, seed=seed)
+    with whole_models():  # and `generate` does not wait for the other processes at each token
+        model = (
+            AutoModelForCausalLM.from_pretrained(model_or_path) if isinstance(model_or_path, str) else model_or_path
+        )
+        return evaluate(model, tokenizer, held_out).accuracy
+
+
+@contextmanager
+def whole_models():
+    """Models loaded inside are whole on this process, even in a ZeRO-3 run, which otherwise partitions every model
+    that transformers loads while its config is alive (evaluating one on a single process then fails)."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    active = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = active
 
 
 def set_init_kwargs(training_args: VtDConfig, model_args: ModelConfig) -> None:
@@ -183,9 +208,29 @@ def set_init_kwargs(training_args: VtDConfig, model_args: ModelConfig) -> None:
     training_args.teacher_model_init_kwargs = {**teacher_kwargs, **(training_args.teacher_model_init_kwargs or {})}
 
 
+def allow_fsdp_on_cpu(training_args: VtDConfig) -> None:
+    """Let an FSDP launch shard over CPU processes (gloo), to debug a multi-GPU setup on a machine without GPUs.
+
+    accelerate enables FSDP only on GPU-type process groups: on CPU it silently trains with plain DDP instead. Call
+    this after the training arguments are built and before the trainer: it labels the CPU process group as a GPU one,
+    so that the Accelerator shards (the device stays the CPU). It changes nothing on GPUs, without FSDP or with one
+    process.
+    """
+    _ = training_args.device  # sets up the process group once; the Accelerator reuses it
+    state = training_args.distributed_state
+    on_cpu = state.device.type == "cpu" and state.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU)
+    if _fsdp_requested(training_args) and on_cpu and state.num_processes > 1:
+        state.distributed_type = DistributedType.MULTI_GPU
+
+
+def _fsdp_requested(training_args: VtDConfig) -> bool:
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" or bool(training_args.fsdp)
+
+
 def run(script_args: VtDScriptArguments, training_args: VtDConfig, model_args: ModelConfig):
     """Train with VtD, save, optionally push; returns the trainer."""
     from transformers import AutoTokenizer
+    from transformers.integrations.deepspeed import deepspeed_config, is_deepspeed_zero3_enabled
 
     from .trainer import VtDTrainer
 
@@ -203,9 +248,18 @@ def run(script_args: VtDScriptArguments, training_args: VtDConfig, model_args: M
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     state = PartialState()
     dataset = load_train_dataset(script_args, seed=training_args.seed)
+    allow_fsdp_on_cpu(training_args)
     state.print(describe_run(script_args, training_args, model_args, dataset, push_to_hub), flush=True)
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
     demo = script_args.dataset_name == DEMO
+    zero3 = is_deepspeed_zero3_enabled()
+    if demo and zero3 and not deepspeed_config()["zero_optimization"].get("stage3_gather_16bit_weights_on_model_save"):
+        raise ValueError(
+            "The demo evaluates the trained student from its save, but under ZeRO-3 without "
+            "`stage3_gather_16bit_weights_on_model_save` the save holds only DeepSpeed's shards. Set it to true in the "
+            "DeepSpeed config (`zero3_save_16bit_model: true` in an accelerate config; recipes/accelerate/cpu/zero3.json "
+            "has it)."
+        )
     if demo and state.is_main_process:
         before = demo_accuracy(model_args.model_name_or_path, tokenizer, script_args)
         teacher = demo_accuracy(training_args.teacher_model_name_or_path, tokenizer, script_args)
@@ -221,11 +275,15 @@ def run(script_args: VtDScriptArguments, training_args: VtDConfig, model_args: M
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
+    state.wait_for_everyone()
     trainer.create_model_card(dataset_name=script_args.dataset_name)
     state.print(f"Model saved to {training_args.output_dir}", flush=True)
 
     if demo and state.is_main_process:
-        after = demo_accuracy(trainer.accelerator.unwrap_model(trainer.model), tokenizer, script_args)
+        # A sharded student (ZeRO-3, FSDP) is whole only in its save: evaluated from there, on this process alone.
+        sharded = trainer.is_fsdp_enabled or zero3
+        student = training_args.output_dir if sharded else trainer.accelerator.unwrap_model(trainer.model)
+        after = demo_accuracy(student, tokenizer, script_args)
         state.print(
             f"Held-out greedy accuracy ({script_args.demo_eval_rows} problems): student before {before:.1%}, "
             f"student after {after:.1%}, teacher {teacher:.1%}",
