@@ -1,0 +1,75 @@
+"""VtD under the accelerate config this is launched with (2 CPU processes): what tests/test_distributed.py checks.
+
+    accelerate launch --config_file recipes/accelerate/cpu/zero3.yaml tests/scripts/sharded_steps.py MODELS OUT \
+        [--head-unit] [--demo DEMO_ARGS...]
+
+Two optimizer steps on a fixed split rollout; rank 0 saves (OUT/result.pt) the loss and grad-norm of each step, how
+each model is sharded, and the whole trained student, teacher and DPO reference; the student is also saved with
+`save_model` (OUT/saved). `--head-unit` (FSDP2) repeats the run with every Linear, the LM head too, its own FSDP
+unit. `--demo` then runs scripts/vtd.py with the arguments that follow, in the same processes.
+
+Under DeepSpeed, its shared-memory communication op is turned off: DeepSpeed JIT-compiles it when its process group
+starts on CPU (70 s on 2 cores the first time, then cached in ~/.cache/torch_extensions), though only its inference
+tensor parallelism uses it; ZeRO training communicates through torch.distributed (gloo) either way.
+"""
+
+import gc
+import os
+import runpy
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+
+if os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true":
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+import torch  # noqa: E402
+from test_distributed import full_state_dict, sharding, train_two_steps  # noqa: E402
+from torch.distributed.fsdp import FSDPModule  # noqa: E402
+
+
+def head_unit_parameters(head) -> int | None:
+    """Parameters in the FSDP2 unit of the LM head: 1 when it is its own unit, None outside FSDP2."""
+    if not isinstance(head, FSDPModule):
+        return None
+    return len(head._get_fsdp_state()._fsdp_param_group.fsdp_params)
+
+
+def run(model_dirs: dict, out: Path) -> dict:
+    sharded = any(os.environ.get(f"ACCELERATE_USE_{mode}") == "true" for mode in ("DEEPSPEED", "FSDP"))
+    trainer = train_two_steps(model_dirs, out / "run", per_device=4, sharded=sharded)
+    unwrap = trainer.accelerator.unwrap_model
+    models = {"student": trainer.model_wrapped, "teacher": trainer.teacher_model, "reference": trainer.reference_model}
+    result = {
+        "distributed_type": str(trainer.accelerator.distributed_type),
+        "num_processes": trainer.accelerator.num_processes,
+        "sharding": {role: sharding(model, trainer) for role, model in models.items()},
+        "head_unit_parameters": head_unit_parameters(unwrap(trainer.model).get_output_embeddings()),
+        "steps": [(entry["loss"], entry["grad_norm"]) for entry in trainer.state.log_history if "loss" in entry],
+        "student": full_state_dict(unwrap(trainer.model)),
+        "teacher": full_state_dict(unwrap(trainer.teacher_model)),
+        "reference": full_state_dict(unwrap(trainer.reference_model)),
+    }
+    trainer.save_model(str(out / "saved"))
+    del trainer, models
+    gc.collect()
+    return result
+
+
+if __name__ == "__main__":
+    models, out, options = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
+    demo_args = options[options.index("--demo") + 1 :] if "--demo" in options else None
+    model_dirs = {"student": str(models / "student"), "teacher": str(models / "teacher")}
+    result = run(model_dirs, out)
+    if "--head-unit" in options:
+        os.environ["FSDP_TRANSFORMER_CLS_TO_WRAP"] = "Qwen3DecoderLayer,Linear"
+        result["head_unit"] = run(model_dirs, out / "head_unit")
+    if torch.distributed.get_rank() == 0:
+        torch.save(result, out / "result.pt")
+    if demo_args is not None:
+        sys.argv = [str(ROOT / "scripts" / "vtd.py"), *demo_args]
+        runpy.run_path(sys.argv[0], run_name="__main__")
