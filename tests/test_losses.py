@@ -111,6 +111,20 @@ def test_chunked_backend_projects_at_most_one_chunk_of_tokens(monkeypatch):
     assert max(rows) == 2 and sum(rows) == 2 * int(inputs[-1].sum())  # student and teacher, 2 rows at a time
 
 
+@pytest.mark.parametrize(
+    ("tokens", "vocab", "expected"),
+    [
+        (100, 151936, 32),  # few tokens: the smallest efficient chunk
+        (1024, 151936, 64),  # 1/16 of the work
+        (1792, 151936, 112),
+        (8192, 151936, 220),  # long batches: the 1 GiB budget at Qwen3's vocabulary
+        (8192, 1000, 512),
+    ],
+)
+def test_chunks_are_sized_from_the_work_and_the_budget(tokens, vocab, expected):
+    assert losses.chunk_tokens(tokens, vocab) == expected
+
+
 # Relative bf16 error of each backend against fp64 on the same bf16-rounded inputs (CPU). Measured: chunked 2e-8
 # (it projects in fp32), naive 1.8e-4 and Liger's CPU path 1.9e-3 (both round the logits to bf16).
 BF16_BOUNDS = {"chunked": 1e-6, "auto": 1e-6, "naive": 1e-3, "liger": 5e-3}

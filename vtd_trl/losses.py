@@ -15,9 +15,13 @@ import torch.nn.functional as F
 BACKENDS = ("auto", "liger", "chunked", "naive")
 _MM_OUT_DTYPE = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 8)
 
-# Working set of one token chunk of the `chunked` backend: about 8 fp32 [chunk, vocab] tensors live at once.
+# Working set of one token chunk of the `chunked` backend: about 8 fp32 [chunk, vocab] tensors live at once. A chunk
+# stays within the budget and is at most 1/16 of the tokens (so the working set is a small part of what the naive
+# path holds at any length), but no smaller than 32 tokens, below which the GEMMs stop being efficient.
 _CHUNK_BYTES = 1 << 30
 _LIVE_TILES = 8
+_MIN_CHUNKS = 16
+_MIN_CHUNK_TOKENS = 32
 
 
 def dpo_loss(
@@ -72,7 +76,7 @@ def distillation_loss(
         temperature: divides both models' logits.
         backend: `"liger"`, `"chunked"`, `"naive"` or `"auto"` (see `resolve_backend`).
         num_items: the normaliser; `None` means `mask.sum()`.
-        chunk_size: tokens per chunk for `chunked` (default: sized so a chunk's working set is about 1 GiB).
+        chunk_size: tokens per chunk for `chunked` (default: `chunk_tokens(tokens, vocab)`).
 
     Returns:
         A scalar. With an empty mask it is an exact zero that still depends on `student_hidden` (zero gradient).
@@ -100,11 +104,17 @@ def distillation_loss(
     if backend == "naive":
         total = _naive_divergence(h_s, w_s, h_t, w_t, beta, temperature)
     elif backend == "chunked":
-        chunk_size = chunk_size or max(1, _CHUNK_BYTES // (_LIVE_TILES * 4 * vocab))
+        chunk_size = chunk_size or chunk_tokens(h_s.shape[0], vocab)
         total = _ChunkedDivergence.apply(h_s, w_s, h_t, w_t, beta, temperature, chunk_size)
     else:
         total = _liger_divergence(h_s, w_s, h_t, w_t, beta, temperature)
     return total / num_items
+
+
+def chunk_tokens(num_tokens: int, vocab: int) -> int:
+    """Tokens per chunk of the `chunked` backend: 1/16 of the work, at least 32, within a 1 GiB working set."""
+    budget = max(1, _CHUNK_BYTES // (_LIVE_TILES * 4 * vocab))
+    return min(budget, max(_MIN_CHUNK_TOKENS, -(-num_tokens // _MIN_CHUNKS)))
 
 
 def generalized_jsd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, beta: float) -> torch.Tensor:

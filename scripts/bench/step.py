@@ -8,7 +8,13 @@ completion to DPO; "half correct" routes half to distillation and half to DPO (a
 "distill all + DPO" (`vtd_distill_incorrect=True`) runs the teacher on every completion and DPO on half of them:
 the most VtD does in a step.
 
+"spread lengths" replaces generation by completions of realistic spread in length (uniform between `--length` / 8
+and `--length`, one in five cut at `--length`, the shape of thinking-mode completions under a length cap) and trains
+them in micro-batches of `--micro-batch` rows; "untrimmed" runs the same with every micro-batch padded to the whole
+generation batch's width, as before VtD trimmed each micro-batch to its own longest row.
+
     python scripts/bench/step.py            # about 10 minutes on 2 cores
+    python scripts/bench/step.py --setups "VtDTrainer (spread lengths)" "VtDTrainer (spread lengths, untrimmed)"
 
 Prints a Markdown table and the ratios, and writes JSON (`--output`).
 """
@@ -19,7 +25,9 @@ import os
 import tempfile
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 from statistics import median
+from unittest import mock
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -32,6 +40,7 @@ from vtd_trl import VtDConfig, VtDTrainer  # noqa: E402
 from vtd_trl.demo.models import tiny_qwen3  # noqa: E402
 from vtd_trl.demo.tokenizer import build_char_tokenizer  # noqa: E402
 from vtd_trl.rewards import correctness_reward  # noqa: E402
+from vtd_trl.trainer import _Batch  # noqa: E402
 
 
 def timed(trainer_cls):
@@ -43,23 +52,27 @@ def timed(trainer_cls):
         def _generate_and_score_completions(self, inputs):
             start = time.perf_counter()
             output = super()._generate_and_score_completions(inputs)
-            self.timings["generation"].append(time.perf_counter() - start)
+            self.timings["generation"].append((self.state.global_step, time.perf_counter() - start))
             return output
 
         def _reference_logps(self, output, pairs):  # VtD only: the DPO reference, inside the generation phase
             start = time.perf_counter()
             result = super()._reference_logps(output, pairs)
-            self.timings["reference"].append(time.perf_counter() - start)
+            self.timings["reference"].append((self.state.global_step, time.perf_counter() - start))
             return result
 
+        def _hidden_states(self, model, batch):  # VtD only: positions (padding included) run through a backbone
+            self.timings["forward_positions"].append((self.state.global_step, batch.input_ids.numel()))
+            return super()._hidden_states(model, batch)
+
         def training_step(self, model, inputs, num_items_in_batch=None):
-            start = time.perf_counter()
+            start, step = time.perf_counter(), self.state.global_step
             generated = len(self.timings["generation"])
             output = super().training_step(model, inputs, num_items_in_batch)
             elapsed = time.perf_counter() - start
             if len(self.timings["generation"]) > generated:
-                elapsed -= self.timings["generation"][-1]
-            self.timings["loss_backward"].append(elapsed)
+                elapsed -= self.timings["generation"][-1][1]
+            self.timings["loss_backward"].append((step, elapsed))
             return output
 
     Timed.__name__ = trainer_cls.__name__
@@ -74,6 +87,25 @@ def half_correct(completions, **kwargs) -> list[float]:
 half_correct.__name__ = "correctness_reward"  # the reward VtD routes on
 
 
+def spread_rollout(length: int, seed: int = 0):
+    """A GRPO `rollout_func`: completions uniform in length between length / 8 and length, one in five cut at it."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def rollout(prompts, trainer):
+        tokenizer = trainer.processing_class
+        prompt_ids = tokenizer.apply_chat_template(prompts, add_generation_prompt=True, tokenize=True)
+        prompt_ids = prompt_ids["input_ids"] if hasattr(prompt_ids, "keys") else prompt_ids
+        completion_ids = []
+        for _ in prompts:
+            cut = torch.rand((), generator=generator) < 0.2
+            n = length if cut else int(torch.randint(length // 8, length, (), generator=generator))
+            ids = torch.randint(32, 120, (n,), generator=generator).tolist()  # printable characters, never EOS
+            completion_ids.append(ids if cut else ids[:-1] + [tokenizer.eos_token_id])
+        return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None}
+
+    return rollout
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=4)
@@ -84,6 +116,8 @@ def main():
     parser.add_argument("--teacher-hidden", type=int, default=384)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--micro-batch", type=int, default=4, help="rows per micro-batch of the spread-lengths setups")
+    parser.add_argument("--setups", nargs="+", default=None, help="run only these setups (default: all)")
     parser.add_argument("--output", default="step_bench.json")
     args = parser.parse_args()
 
@@ -115,17 +149,12 @@ def main():
         seed=0,
     )
 
-    def vtd_trainer(name: str, reward_funcs=None, **overrides) -> VtDTrainer:
-        config = VtDConfig(
-            output_dir=f"{tmp}/{name}",
-            num_generations=args.k,
-            per_device_train_batch_size=batch,
-            **common,
-            **overrides,
-        )
+    def vtd_trainer(name: str, reward_funcs=None, rollout_func=None, **overrides) -> VtDTrainer:
+        settings = {"per_device_train_batch_size": batch, **common, **overrides}
+        config = VtDConfig(output_dir=f"{tmp}/{name}", num_generations=args.k, **settings)
         return timed(VtDTrainer)(
             model=paths["student"], teacher_model=paths["teacher"], reward_funcs=reward_funcs, args=config,
-            train_dataset=Dataset.from_list(rows),
+            train_dataset=Dataset.from_list(rows), rollout_func=rollout_func,
         )  # fmt: skip
 
     setups = {
@@ -147,13 +176,35 @@ def main():
         "VtDTrainer (half correct)": lambda: vtd_trainer("vtd_half", reward_funcs=half_correct),
         "VtDTrainer (distill all + DPO)": lambda: vtd_trainer("vtd_all", vtd_distill_incorrect=True),
     }
+
+    def spread(name: str) -> VtDTrainer:  # a fresh rollout each, so both setups see the same completions
+        return vtd_trainer(
+            name,
+            reward_funcs=half_correct,
+            rollout_func=spread_rollout(args.length),
+            per_device_train_batch_size=args.micro_batch,
+            gradient_accumulation_steps=batch // args.micro_batch,
+        )
+
+    setups["VtDTrainer (spread lengths)"] = lambda: spread("vtd_spread")
+    setups["VtDTrainer (spread lengths, untrimmed)"] = lambda: spread("vtd_spread_untrimmed")
     results = {}
     for name, build in setups.items():
+        if args.setups and name not in args.setups:
+            continue
         torch.manual_seed(0)
         trainer = build()
         trainer.timings.clear()
-        trainer.train()
-        timings = {key: median(values[1:]) for key, values in trainer.timings.items()}  # drop the warm-up step
+        untrimmed = mock.patch.object(_Batch, "trimmed", lambda self: self) if "untrimmed" in name else None
+        with untrimmed or nullcontext():
+            trainer.train()
+        # per optimizer step (the micro-batches of one step summed), median over the steps after the warm-up one
+        timings = {}
+        for key, values in trainer.timings.items():
+            per_step = defaultdict(float)
+            for step, value in values:
+                per_step[step] += value
+            timings[key] = median(value for step, value in per_step.items() if step > 0)
         fractions = [h for h in trainer.state.log_history if "vtd/distill_fraction" in h]
         if fractions:
             timings["distill_fraction"] = median(h["vtd/distill_fraction"] for h in fractions[1:])
@@ -166,21 +217,38 @@ def main():
         f"H_student={args.student_hidden} H_teacher={args.teacher_hidden} layers={args.layers} "
         f"torch={torch.__version__} threads={torch.get_num_threads()}\n"
     )
-    print("| trainer | generation s | (of which DPO reference) | loss + backward s | total s |")
-    print("|---|---|---|---|---|")
+    print(
+        "| trainer | generation s | (of which DPO reference) | loss + backward s | total s | VtD forward positions |"
+    )
+    print("|---|---|---|---|---|---|")
     for name, t in results.items():
         total = t["generation"] + t["loss_backward"]
         t["total"] = total
         print(
-            f"| {name} | {t['generation']:.2f} | {t.get('reference', 0.0):.2f} | {t['loss_backward']:.2f} | {total:.2f} |"
+            f"| {name} | {t['generation']:.2f} | {t.get('reference', 0.0):.2f} | {t['loss_backward']:.2f} | {total:.2f} "
+            f"| {t.get('forward_positions', 0):,.0f} |"
         )
-    base = results["DistillationTrainer"]
+    base = results.get("DistillationTrainer")
     for name in ("VtDTrainer", "VtDTrainer (half correct)", "VtDTrainer (distill all + DPO)"):
-        vtd = results[name]
+        vtd = results.get(name)
+        if base is None or vtd is None:
+            continue
         print(
             f"\n{name} / DistillationTrainer: total {vtd['total'] / base['total']:.2f}x, "
             f"loss+backward {vtd['loss_backward'] / base['loss_backward']:.2f}x "
             f"(routed: {vtd.get('distill_fraction', 0):.2f} distilled, {vtd.get('contrast_fraction', 0):.2f} contrast)"
+        )
+    trimmed, untrimmed = (
+        results.get("VtDTrainer (spread lengths)"),
+        results.get("VtDTrainer (spread lengths, untrimmed)"),
+    )
+    if trimmed and untrimmed:
+        print(
+            f"\nspread lengths, micro-batches of {args.micro_batch}: trimmed / untrimmed: total "
+            f"{trimmed['total'] / untrimmed['total']:.2f}x, loss+backward "
+            f"{trimmed['loss_backward'] / untrimmed['loss_backward']:.2f}x, DPO reference "
+            f"{trimmed['reference'] / untrimmed['reference']:.2f}x, positions through the backbones "
+            f"{trimmed['forward_positions'] / untrimmed['forward_positions']:.2f}x"
         )
     with open(args.output, "w") as f:
         json.dump({"args": vars(args), "results": results}, f, indent=2)
