@@ -718,8 +718,9 @@ def verify(completion: str, gold: str | int | float | None, *, timeout: float = 
         completion (`str`):
             Completion text.
         gold (`str`, `int` or `float`):
-            Gold answer, e.g. `"72"` or `r"\frac{\sqrt{3}}{2}"` (no `$` needed). A `\boxed{...}` or a GSM8K `#### ...`
-            around it is unwrapped. `None` or an empty string counts as unparseable.
+            Gold answer, e.g. `"72"` or `r"\frac{\sqrt{3}}{2}"` (no `$` needed). A gold written as a solution is read
+            down to its stated answer as [`extract_answer`] reads one (its boxes, its `#### ...` line, its final-answer
+            sentence: `\(\boxed{1}\) and \(\boxed{-2}\)` is `1, -2`). `None` or an empty string counts as unparseable.
         timeout (`float`, *optional*, defaults to `2.0`):
             Seconds the symbolic comparison may take; past it the answer counts as incorrect. The first symbolic check
             of a process also waits for its worker to start (about a second), once.
