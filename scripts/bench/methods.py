@@ -1,0 +1,309 @@
+"""Same-budget method benchmark on the offline demo: VtD's options against the trainers a TRL user already has.
+
+Every method starts from the shipped demo student and gets the same budget: `--steps` optimizer steps of
+`--completions` sequences each (sampled completions, or reference solutions for SFT), the same generation length
+and temperature, the same learning-rate grid, and the same seeds. The student is then scored by greedy accuracy on
+200 held-out problems (`vtd_trl.verify`). Methods, each through its own trainer:
+
+- `vtd_*`: `VtDTrainer` with the options in the method's name (`k` = completions per prompt, so `completions / k`
+  prompts per step; `cw` = contrast weight `vtd_contrast_beta`; `di` = `vtd_distill_incorrect`; `rkl` = reverse KL);
+  `vtd_seed` is the method as published (K=8, alpha 5, contrast weight 0.1), `vtd_seed_literal` the same with each
+  term divided by its own count (distilled tokens, DPO pairs);
+- `kd_forward`, `kd_reverse`: TRL's `DistillationTrainer` (on-policy distillation, one completion per prompt, so
+  `completions` prompts per step), `beta` 0 and 1 (1 is TRL's default);
+- `grpo`: TRL's `GRPOTrainer` with the correctness reward, K=8;
+- `sft`: TRL's `SFTTrainer` on the reference solutions (prompt-completion rows, loss on the completion only).
+  TRL's `DistillationTrainer` has no flag that adds an SFT term, so there is no "distillation + SFT" peer.
+
+Regimes are the columns: the teacher (`strong`: the shipped 99.5% teacher; `imperfect`: the shipped 65% one) times
+the references (`think`: written in the student's own thinking-mode format; `terse`: one line of steps and "The
+answer is N.", as human-written datasets have them). A method that reads no teacher (GRPO, SFT) or no reference
+(KD, GRPO) runs once per regime it depends on, and that run fills the other columns.
+
+    python scripts/bench/methods.py                                  # the default methods, 3 seeds, all regimes
+    python scripts/bench/methods.py --methods kd_forward vtd_seed --regimes strong/think --seeds 0 --jobs 2
+
+Prints a Markdown table (best learning rate of the grid per method and regime, mean ± std over seeds) and writes
+`--output` (JSON, every run) and the same table as Markdown next to it.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+TEACHERS = {"strong": "teacher", "imperfect": "teacher_imperfect"}
+REFERENCE_STYLES = ("think", "terse")
+REGIMES = [f"{teacher}/{style}" for teacher in TEACHERS for style in REFERENCE_STYLES]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One training method: which trainer, with which options."""
+
+    trainer: str  # "vtd", "kd", "grpo" or "sft"
+    options: dict = field(default_factory=dict)
+    num_generations: int = 1
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.trainer in ("vtd", "kd")
+
+    @property
+    def uses_reference(self) -> bool:
+        return self.trainer == "sft" or (self.trainer == "vtd" and self.options.get("vtd_contrast_beta", 0.1) > 0)
+
+
+def vtd(k: int, cw: float, di: bool = False, rkl: bool = False) -> Method:
+    options = {"vtd_contrast_beta": cw, "vtd_distill_incorrect": di, "vtd_distill_beta": 1.0 if rkl else 0.0}
+    return Method("vtd", options, num_generations=k)
+
+
+METHODS = {
+    "kd_forward": Method("kd", {"beta": 0.0}),
+    "kd_reverse": Method("kd", {"beta": 1.0}),
+    "grpo": Method("grpo", num_generations=8),
+    "sft": Method("sft"),
+    "vtd_seed": vtd(8, 0.1),
+    "vtd_k8_cw1": vtd(8, 1.0),
+    "vtd_k8_di_cw3": vtd(8, 3.0, di=True),
+    "vtd_k4_di_cw3": vtd(4, 3.0, di=True),
+    "vtd_k2_di_cw3": vtd(2, 3.0, di=True),
+    "vtd_k1_di_cw3": vtd(1, 3.0, di=True),
+    "vtd_k2_cw3": vtd(2, 3.0),
+    "vtd_k2_di_cw0.1": vtd(2, 0.1, di=True),
+    "vtd_k2_di_cw1": vtd(2, 1.0, di=True),
+    "vtd_k2_di_cw10": vtd(2, 10.0, di=True),
+    "vtd_k2_di_cw3_rkl": vtd(2, 3.0, di=True, rkl=True),
+    # Ablations of the seed's setup: each half of VtD alone, and the literal per-term normalisers
+    "vtd_k8_cw0": vtd(8, 0.0),
+    "vtd_k8_di_cw0": vtd(8, 0.0, di=True),
+    "vtd_seed_literal": Method(
+        "vtd",
+        {"vtd_contrast_beta": 0.1, "vtd_distill_normalizer": "distilled_tokens", "vtd_contrast_normalizer": "pairs"},
+        num_generations=8,
+    ),
+}
+DEFAULT_METHODS = ["kd_forward", "kd_reverse", "grpo", "sft", "vtd_seed", "vtd_k2_di_cw3"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    steps: int = 50
+    completions: int = 64  # sequences per optimizer step, for every method
+    max_completion_length: int = 64
+    temperature: float = 1.0
+    eval_rows: int = 200
+
+
+def regime_runs(method: Method, regimes: list[str]) -> dict[str, str]:
+    """For each regime, the regime whose run fills it: a method that ignores an axis runs at its first value."""
+    runs = {}
+    for regime in regimes:
+        teacher, style = regime.split("/")
+        teacher = teacher if method.uses_teacher else next(iter(TEACHERS))
+        style = style if method.uses_reference else REFERENCE_STYLES[0]
+        runs[regime] = f"{teacher}/{style}"
+    return runs
+
+
+def build_trainer(name: str, regime: str, seed: int, learning_rate: float, budget: Budget, output_dir: str):
+    """The trainer of one run, ready to `train()`: every method through its own TRL (or VtD) trainer."""
+    from transformers import AutoTokenizer
+    from trl import DistillationConfig, DistillationTrainer, GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
+
+    from vtd_trl import VtDConfig, VtDTrainer
+    from vtd_trl.demo.models import demo_model_path
+    from vtd_trl.demo.task import demo_dataset
+    from vtd_trl.rewards import correctness_reward
+
+    method = METHODS[name]
+    teacher_role, style = regime.split("/")
+    student, teacher = demo_model_path("student"), demo_model_path(TEACHERS[teacher_role])
+    tokenizer = AutoTokenizer.from_pretrained(student)
+    num_prompts = budget.steps * budget.completions // method.num_generations
+    dataset = demo_dataset("train", num_prompts, seed=seed, reference_style=style)
+    common = dict(
+        output_dir=output_dir, max_steps=budget.steps, learning_rate=learning_rate, lr_scheduler_type="constant",
+        per_device_train_batch_size=budget.completions, seed=seed, use_cpu=True, bf16=False, report_to="none",
+        save_strategy="no", logging_steps=10, disable_tqdm=True,
+    )  # fmt: skip
+    sampling = dict(max_completion_length=budget.max_completion_length, temperature=budget.temperature)
+    if method.trainer == "sft":
+        rows = dataset.map(
+            lambda row: {"completion": [{"role": "assistant", "content": row["reference"]}]},
+            remove_columns=["answer", "reference"],
+        )
+        args = SFTConfig(**common, activation_checkpointing=False, max_length=None, dataloader_drop_last=True)
+        return SFTTrainer(model=student, args=args, train_dataset=rows, processing_class=tokenizer)
+    if method.trainer == "kd":
+        args = DistillationConfig(**common, **sampling, gradient_checkpointing=False, **method.options)
+        return DistillationTrainer(
+            model=student, teacher_model=teacher, args=args, train_dataset=dataset, processing_class=tokenizer
+        )
+    if method.trainer == "grpo":
+        args = GRPOConfig(**common, **sampling, num_generations=method.num_generations)
+        return GRPOTrainer(
+            model=student, reward_funcs=correctness_reward, args=args, train_dataset=dataset,
+            processing_class=tokenizer,
+        )  # fmt: skip
+    args = VtDConfig(**common, **sampling, num_generations=method.num_generations, **method.options)
+    return VtDTrainer(
+        model=student, teacher_model=teacher, args=args, train_dataset=dataset,
+        processing_class=tokenizer,
+    )  # fmt: skip
+
+
+def held_out_accuracy(model, tokenizer, rows: int) -> float:
+    from vtd_trl.demo.evaluate import evaluate
+    from vtd_trl.demo.task import demo_dataset
+
+    return evaluate(model, tokenizer, demo_dataset("test", rows)).accuracy
+
+
+def train(name: str, regime: str, seed: int, learning_rate: float, budget: Budget, output_dir: str):
+    """Trains one method in one regime; returns the trainer and its training time in seconds."""
+    from transformers import PrinterCallback
+
+    trainer = build_trainer(name, regime, seed, learning_rate, budget, output_dir)
+    trainer.remove_callback(PrinterCallback)  # one JSON line per run is printed instead
+    start = time.perf_counter()
+    trainer.train()
+    return trainer, time.perf_counter() - start
+
+
+def run(name: str, regime: str, seed: int, learning_rate: float, budget: Budget) -> dict:
+    """Trains one method in one regime and scores the student on the held-out problems."""
+    import torch
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as output_dir:
+        trainer, seconds = train(name, regime, seed, learning_rate, budget, output_dir)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        accuracy = held_out_accuracy(model, trainer.processing_class, budget.eval_rows)
+    return {
+        "method": name,
+        "regime": regime,
+        "seed": seed,
+        "learning_rate": learning_rate,
+        "accuracy": accuracy,
+        "train_seconds": round(seconds, 1),
+        "steps": trainer.state.global_step,
+    }
+
+
+def summarize(results: list[dict], methods: list[str], regimes: list[str]) -> list[dict]:
+    """One row per method: per regime, the learning rate of the grid with the best mean, its mean, std and seeds."""
+    rows = []
+    for name in methods:
+        row = {"method": name, "cells": {}}
+        for regime, source in regime_runs(METHODS[name], regimes).items():
+            runs = [r for r in results if r["method"] == name and r["regime"] == source]
+            by_lr = {}
+            for r in runs:
+                by_lr.setdefault(r["learning_rate"], []).append(r)
+            if not by_lr:
+                continue
+            lr, best = max(by_lr.items(), key=lambda item: statistics.mean(r["accuracy"] for r in item[1]))
+            scores = [r["accuracy"] for r in sorted(best, key=lambda r: r["seed"])]
+            row["cells"][regime] = {
+                "source": source,
+                "learning_rate": lr,
+                "mean": statistics.mean(scores),
+                "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                "seeds": scores,
+                "train_seconds": statistics.mean(r["train_seconds"] for r in best),
+            }
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict], regimes: list[str], header: str) -> str:
+    lines = [
+        header,
+        "",
+        "| method | " + " | ".join(regimes) + " | train s / run |",
+        "|---|" + "---:|" * len(regimes) + "---:|",
+    ]
+    for row in rows:
+        cells = []
+        for regime in regimes:
+            cell = row["cells"].get(regime)
+            if cell is None:
+                cells.append("—")
+                continue
+            shared = "" if cell["source"] == regime else f" (= {cell['source']})"
+            cells.append(f"{cell['mean']:.1%} ± {cell['std']:.1%} @{cell['learning_rate']:g}{shared}")
+        seconds = [c["train_seconds"] for c in row["cells"].values()]
+        lines.append(f"| {row['method']} | " + " | ".join(cells) + f" | {statistics.mean(seconds):.0f} |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS) + ["all"])
+    parser.add_argument("--regimes", nargs="+", default=REGIMES, choices=REGIMES)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--learning-rates", nargs="+", type=float, default=[3e-4])
+    parser.add_argument("--steps", type=int, default=Budget.steps)
+    parser.add_argument("--completions", type=int, default=Budget.completions, help="Sequences per step.")
+    parser.add_argument("--jobs", type=int, default=2, help="Runs in parallel, one torch thread each.")
+    parser.add_argument("--output", default="methods.json", help="JSON of every run; the table goes to .md beside it.")
+    parser.add_argument("--resume", action="store_true", help="Keep the runs already in --output, run the rest.")
+    args = parser.parse_args()
+    methods = list(METHODS) if "all" in args.methods else args.methods
+    budget = Budget(steps=args.steps, completions=args.completions)
+    for name in methods:
+        if budget.completions % METHODS[name].num_generations:
+            parser.error(f"--completions {budget.completions} is not a multiple of K of {name}")
+
+    results = []
+    if args.resume and os.path.exists(args.output):
+        with open(args.output) as f:
+            results = json.load(f)["results"]
+    done = {(r["method"], r["regime"], r["seed"], r["learning_rate"]) for r in results}
+    todo = sorted(
+        {
+            (name, source, seed, lr)
+            for name in methods
+            for source in regime_runs(METHODS[name], args.regimes).values()
+            for seed in args.seeds
+            for lr in args.learning_rates
+        }
+        - done
+    )
+    start = time.perf_counter()
+
+    def save():
+        with open(args.output, "w") as f:
+            json.dump({"budget": budget.__dict__, "results": results}, f, indent=1)
+
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(run, *key, budget) for key in todo]
+        for future in futures:
+            results.append(future.result())
+            save()
+            print(json.dumps(results[-1]), flush=True)
+    wall = time.perf_counter() - start
+
+    header = (
+        f"{budget.steps} steps x {budget.completions} sequences, max {budget.max_completion_length} new tokens, "
+        f"T={budget.temperature}; learning rates {args.learning_rates} (best mean shown, @lr); seeds {args.seeds}; "
+        f"greedy accuracy on {budget.eval_rows} held-out problems; {len(todo)} runs in {wall / 60:.1f} min, "
+        f"{args.jobs} at a time"
+    )
+    table = markdown(summarize(results, methods, args.regimes), args.regimes, header)
+    print("\n" + table)
+    with open(os.path.splitext(args.output)[0] + ".md", "w") as f:
+        f.write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
