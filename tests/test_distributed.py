@@ -83,7 +83,8 @@ def full_state_dict(model) -> dict[str, torch.Tensor]:
 def sharding(model, trainer) -> dict:
     """How a prepared model holds its parameters on this process."""
     params = list(trainer.accelerator.unwrap_model(model).parameters())
-    zero3 = [hasattr(p, "ds_tensor") and p.ds_tensor.numel() < p.ds_numel for p in params]
+    # ZeRO-3 keeps a parameter under `stage3_param_persistence_threshold` whole on every process (`ds_persist`)
+    zero3 = [hasattr(p, "ds_tensor") and not p.ds_persist and p.ds_tensor.numel() < p.ds_numel for p in params]
     dtensor = [
         isinstance(p, DTensor) and p.placements == (Shard(0),) and p.to_local().numel() < p.numel() for p in params
     ]
