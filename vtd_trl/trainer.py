@@ -704,7 +704,7 @@ class VtDTrainer(GRPOTrainer):
         hidden = out.last_hidden_state[:, batch.prompt_length - 1 : -1]
         # `scale * (h @ W.T) == (scale * h) @ W.T`: scaling the hidden states applies the model's logit multiplier in
         # every kernel downstream (the fused losses and the log-prob kernel take hidden states, not logits).
-        scale = logit_scale(model.config)
+        scale = _logit_scale(model.config)
         return hidden if scale == 1.0 else hidden * scale
 
     def _teacher_hidden(self, batch: "_Batch") -> torch.Tensor | None:
@@ -730,7 +730,7 @@ class VtDTrainer(GRPOTrainer):
             return _sequence_logps_from_hidden(hidden, _full_tensor(head.weight), batch)
 
 
-def logit_scale(config) -> float:
+def _logit_scale(config) -> float:
     """The factor a model multiplies its `hidden @ lm_head.weight.T` logits by, read as TRL's DistillationTrainer does.
 
     Cohere's `logit_scale` and Muse's `output_multiplier` multiply, Falcon-H1's `lm_head_multiplier` multiplies,
@@ -777,11 +777,12 @@ def _sequence_logps_from_hidden(hidden: torch.Tensor, weight: torch.Tensor, batc
     """Summed temperature-1 log-probabilities of each sequence's tokens after the prompt, `[n]`."""
     mask = batch.loss_mask.bool()
     hidden = hidden[mask]
-    # The kernel's logit tiles are in its inputs' dtype: bf16 tiles err by ~0.03 nats a token, ~1.5 nats on a 2,048-
-    # token sequence (scripts/bench/logprob_precision.py), so DPO log-probs are computed from fp32 tiles. With
-    # `tf32=True` those GEMMs run in TF32, exact on bf16 and fp16 inputs.
-    if hidden.dtype in (torch.float16, torch.bfloat16) or weight.dtype in (torch.float16, torch.bfloat16):
-        hidden, weight = hidden.float(), weight.float()
+    # The kernel's logit tiles are in the hidden states' dtype: bf16 tiles err by ~0.03 nats a token, ~1.4 nats on a
+    # 2,048-token sequence (scripts/bench/logprob_precision.py), so the DPO log-probs come from fp32 tiles. Only the
+    # hidden states are upcast: the kernel upcasts the head one vocabulary tile at a time, and the head it saves for
+    # its backward stays the model's own parameter (ZeRO-3 gathers it again there). `tf32=True` runs these GEMMs in
+    # TF32, whose products of bf16 values are exact.
+    hidden = hidden.float()
     with torch.autocast(hidden.device.type, enabled=False):
         logps = ChunkedLogProbFunction.apply(
             hidden, weight, None, batch.targets[mask], 1.0, _LOGPROB_CHUNK, None, 1.0, ("log_probs",)

@@ -1,11 +1,12 @@
 """Benchmark: error of the DPO sequence log-probabilities when the LM head runs in bf16, against fp64.
 
 VtD scores each DPO sequence with TRL's `ChunkedLogProbFunction`, which projects the hidden states onto the LM head
-in `[tokens, vocab]` tiles of the inputs' dtype: with a bf16 model the logits are rounded to bf16 before the
+in `[tokens, vocab]` tiles of the hidden states' dtype: with a bf16 model the logits are rounded to bf16 before the
 log-softmax. This measures what that costs on summed sequence log-probs, on the same bf16 hidden states and head:
 
-- `bf16 tiles`: the kernel on the bf16 inputs (VtD's default under bf16);
-- `fp32 tiles`: the kernel on the same inputs upcast to fp32 (VtD with `cast_lm_head_to_fp32=True`).
+- `bf16 tiles`: the kernel on the bf16 hidden states and head (what VtD did before);
+- `fp32 tiles`: the kernel on the hidden states upcast to fp32 and the bf16 head, which it upcasts tile by tile
+  (what VtD does).
 
 Logits are drawn at the magnitude of a real LM's (top logits near `--top-logit`), targets sampled from the softmax,
 so a target is usually one of the top tokens, as in a sampled completion.
@@ -50,7 +51,7 @@ def main():
 
     rows = []
     T = args.extrapolate_to
-    for name, (h, w) in {"bf16 tiles": (hidden, weight), "fp32 tiles": (hidden.float(), weight.float())}.items():
+    for name, (h, w) in {"bf16 tiles": (hidden, weight), "fp32 tiles": (hidden.float(), weight)}.items():
         error = kernel(h, w) - exact
         per_sequence = error.view(args.sequences, args.length).sum(1)
         # A sequence's error is a bias (the rounding inflates log Z), growing as its length, which cancels in DPO's
