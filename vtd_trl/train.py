@@ -55,6 +55,9 @@ class VtDScriptArguments:
             Number of training problems of the `vtd-demo` task.
         demo_eval_rows (`int`, *optional*, defaults to `200`):
             Held-out problems on which the `vtd-demo` run reports greedy accuracy before and after training.
+        demo_reference_style (`str`, *optional*, defaults to `"think"`):
+            References of the `vtd-demo` task: `think` (in the student's thinking-mode format) or `terse` (one line of
+            steps and "The answer is N.", as human-written datasets have them).
     """
 
     dataset_name: str = field(metadata={"help": "Hub dataset id, a local .jsonl/.json/.parquet file, or 'vtd-demo'."})
@@ -83,6 +86,10 @@ class VtDScriptArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training rows."})
     demo_train_rows: int = field(default=2000, metadata={"help": "Training problems of the vtd-demo task."})
     demo_eval_rows: int = field(default=200, metadata={"help": "Held-out problems evaluated by a vtd-demo run."})
+    demo_reference_style: str = field(
+        default="think",
+        metadata={"help": "References of the vtd-demo task: 'think' or 'terse'.", "choices": ["think", "terse"]},
+    )
 
     def __post_init__(self):
         if isinstance(self.dataset_columns, str):
@@ -111,7 +118,9 @@ def load_train_dataset(script_args: VtDScriptArguments, seed: int = 0) -> Datase
     if script_args.dataset_name == DEMO:
         from .demo.task import demo_dataset
 
-        dataset = demo_dataset("train", script_args.demo_train_rows, seed=seed)
+        dataset = demo_dataset(
+            "train", script_args.demo_train_rows, seed=seed, reference_style=script_args.demo_reference_style
+        )
     else:
         dataset = load_vtd_dataset(
             script_args.dataset_name,
