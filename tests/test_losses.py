@@ -115,10 +115,10 @@ def test_chunked_backend_projects_at_most_one_chunk_of_tokens(monkeypatch):
     ("tokens", "vocab", "expected"),
     [
         (100, 151936, 32),  # few tokens: the smallest efficient chunk
-        (1024, 151936, 64),  # 1/16 of the work
-        (1792, 151936, 112),
+        (448, 151936, 56),  # 1/8 of the work
+        (896, 151936, 112),
         (8192, 151936, 220),  # long batches: the 1 GiB budget at Qwen3's vocabulary
-        (8192, 1000, 512),
+        (8192, 1000, 1024),
     ],
 )
 def test_chunks_are_sized_from_the_work_and_the_budget(tokens, vocab, expected):
