@@ -6,7 +6,7 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase, Qwen3Config
 
 ASSETS_DIR = Path(__file__).parent / "assets"
-DEMO_ROLES = ("student", "teacher")
+DEMO_ROLES = ("student", "teacher", "teacher_imperfect")
 
 
 def tiny_qwen3(

@@ -1,0 +1,98 @@
+"""`scripts/bench/methods.py`: each method's builder really trains at the shared budget, and the score it reports is
+recomputed here from the trained model's own greedy completions, graded without `vtd_trl.verify`."""
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("bench_methods", ROOT / "scripts" / "bench" / "methods.py")
+methods = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(methods)
+
+BUDGET = methods.Budget(steps=2, completions=8, max_completion_length=64, eval_rows=12)
+
+
+def graded_by_hand(model, tokenizer, rows) -> float:
+    """Greedy completions one prompt at a time, the last number of the completion against the gold."""
+    correct = 0
+    model.eval()
+    for row in rows:
+        text = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=96, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        completion = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        answer = completion.split("</think>")[-1]  # nothing inside the think block is an answer
+        numbers = re.findall(r"\d+", answer)
+        correct += bool(numbers) and numbers[-1] == row["answer"]
+    return correct / len(rows)
+
+
+@pytest.mark.parametrize(
+    ("name", "regime", "prompts_per_step"),
+    [
+        ("vtd_seed", "strong/think", 1),
+        ("vtd_k1_di_cw3", "imperfect/terse", 8),
+        ("kd_reverse", "imperfect/think", 8),
+        ("grpo", "strong/think", 1),
+        ("sft", "strong/terse", 8),
+    ],
+)
+def test_each_method_trains_at_the_budget_and_its_score_is_recomputed(name, regime, prompts_per_step, tmp_path):
+    from vtd_trl.demo.models import demo_model_path
+    from vtd_trl.demo.task import demo_dataset
+
+    trainer = methods.build_trainer(name, regime, 0, 3e-4, BUDGET, str(tmp_path))
+    before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+    trainer.train()
+
+    assert trainer.state.global_step == BUDGET.steps
+    assert trainer.args.per_device_train_batch_size == BUDGET.completions
+    assert trainer.model.name_or_path == demo_model_path("student")
+    changed = [k for k, v in trainer.model.named_parameters() if not torch.equal(v, before[k])]
+    assert len(changed) == len(before)  # every parameter moved
+    # The method's own sampling: completions per prompt and so prompts per step.
+    assert len(trainer.train_dataset) == BUDGET.steps * prompts_per_step
+    if name.startswith("vtd"):
+        logged = [h for h in trainer.state.log_history if "vtd/distill_fraction" in h]
+        assert logged and trainer.args.num_generations == methods.METHODS[name].num_generations
+    if name == "sft":  # trained on the terse references of the regime, as assistant turns
+        text = trainer.processing_class.decode(trainer.train_dataset[0]["input_ids"])
+        assert "The answer is" in text and "<think>\n\n</think>" in text  # the chat template's empty think block
+    if methods.METHODS[name].uses_teacher:
+        teacher = trainer.accelerator.unwrap_model(trainer.teacher_model)
+        assert teacher.name_or_path == demo_model_path(methods.TEACHERS[regime.split("/")[0]])
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    reported = methods.held_out_accuracy(model, trainer.processing_class, BUDGET.eval_rows)
+    rows = demo_dataset("test", BUDGET.eval_rows)
+    assert reported == pytest.approx(graded_by_hand(model, trainer.processing_class, rows))
+
+
+def test_methods_that_ignore_an_axis_fill_its_columns_from_one_run():
+    runs = methods.regime_runs(methods.METHODS["grpo"], methods.REGIMES)
+    assert set(runs.values()) == {"strong/think"}
+    runs = methods.regime_runs(methods.METHODS["kd_forward"], methods.REGIMES)
+    assert runs == {r: r.split("/")[0] + "/think" for r in methods.REGIMES}
+    runs = methods.regime_runs(methods.METHODS["sft"], methods.REGIMES)
+    assert runs == {r: "strong/" + r.split("/")[1] for r in methods.REGIMES}
+    assert methods.regime_runs(methods.METHODS["vtd_seed"], methods.REGIMES) == {r: r for r in methods.REGIMES}
+
+
+def test_summary_takes_the_best_mean_learning_rate_and_its_spread():
+    results = [
+        {"method": "grpo", "regime": "strong/think", "seed": s, "learning_rate": lr, "accuracy": a, "train_seconds": 1}
+        for lr, accuracies in ((1e-4, (0.5, 0.6, 0.7)), (3e-4, (0.9, 0.1, 0.2)))
+        for s, a in enumerate(accuracies)
+    ]
+    (row,) = methods.summarize(results, ["grpo"], ["strong/think", "imperfect/terse"])
+    for regime in ("strong/think", "imperfect/terse"):
+        cell = row["cells"][regime]
+        assert cell["learning_rate"] == 1e-4 and cell["seeds"] == [0.5, 0.6, 0.7]
+        assert cell["mean"] == pytest.approx(0.6) and cell["std"] == pytest.approx(0.1)
+    table = methods.markdown([row], ["strong/think", "imperfect/terse"], "header")
+    assert "| grpo | 60.0% ± 10.0% @0.0001 | 60.0% ± 10.0% @0.0001 (= strong/think) | 1 |" in table
