@@ -205,7 +205,8 @@ class VtDTrainer(GRPOTrainer):
                 "such as LoRA (`peft.LoraConfig`)."
             )
         if isinstance(model, str):
-            config = AutoConfig.from_pretrained(model, trust_remote_code=args.trust_remote_code)
+            revision = (args.model_init_kwargs or {}).get("revision")
+            config = AutoConfig.from_pretrained(model, revision=revision, trust_remote_code=args.trust_remote_code)
         else:
             config = model.config
         if isinstance(processing_class, ProcessorMixin) or getattr(config, "vision_config", None) is not None:

@@ -9,7 +9,7 @@ completion to DPO; "half correct" routes half to distillation and half to DPO (a
 the most VtD does in a step.
 
 "spread lengths" replaces generation by completions of realistic spread in length (uniform between `--length` / 8
-and `--length`, one in five cut at `--length`, the shape of thinking-mode completions under a length cap) and trains
+and `--length`, a fraction `--cut-fraction` (0.2) cut at `--length`: thinking-mode completions under a length cap) and trains
 them in micro-batches of `--micro-batch` rows; "untrimmed" runs the same with every micro-batch padded to the whole
 generation batch's width, as before VtD trimmed each micro-batch to its own longest row.
 
@@ -87,8 +87,8 @@ def half_correct(completions, **kwargs) -> list[float]:
 half_correct.__name__ = "correctness_reward"  # the reward VtD routes on
 
 
-def spread_rollout(length: int, seed: int = 0):
-    """A GRPO `rollout_func`: completions uniform in length between length / 8 and length, one in five cut at it."""
+def spread_rollout(length: int, cut_fraction: float = 0.2, seed: int = 0):
+    """A GRPO `rollout_func`: completions uniform in length between length / 8 and length, `cut_fraction` cut at it."""
     generator = torch.Generator().manual_seed(seed)
 
     def rollout(prompts, trainer):
@@ -97,13 +97,41 @@ def spread_rollout(length: int, seed: int = 0):
         prompt_ids = prompt_ids["input_ids"] if hasattr(prompt_ids, "keys") else prompt_ids
         completion_ids = []
         for _ in prompts:
-            cut = torch.rand((), generator=generator) < 0.2
+            cut = torch.rand((), generator=generator) < cut_fraction
             n = length if cut else int(torch.randint(length // 8, length, (), generator=generator))
             ids = torch.randint(32, 120, (n,), generator=generator).tolist()  # printable characters, never EOS
             completion_ids.append(ids if cut else ids[:-1] + [tokenizer.eos_token_id])
         return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None}
 
     return rollout
+
+
+def trim_ab(trainer: VtDTrainer, rows: list[dict], args) -> None:
+    """The DPO reference pass and loss + backward of every micro-batch of one generation batch, trimmed and untrimmed
+    in turn (the same completions, the same process), medians over `--steps` repeats."""
+    from trl.trainer.utils import split_tensor_dict
+
+    trainer.model.train()
+    steps = args.prompts * args.k // args.micro_batch
+    trainer.current_gradient_accumulation_steps = steps
+    output = trainer._generate_and_score_completions([row for row in rows for _ in range(args.k)])
+    lengths = output["completion_mask"].sum(1)
+    print(f"completion lengths {sorted(lengths.tolist())}, {int((lengths == args.length).sum())} cut")
+    times = defaultdict(list)
+    for _ in range(args.steps):
+        for mode in ("trimmed", "untrimmed"):
+            patch = mock.patch.object(_Batch, "trimmed", lambda self: self) if mode == "untrimmed" else nullcontext()
+            with patch:
+                start = time.perf_counter()
+                trainer._reference_logps(output, output["vtd_contrast"])
+                middle = time.perf_counter()
+                for micro_batch in split_tensor_dict(output, steps):
+                    trainer._vtd_loss(trainer.model, micro_batch, "train")[0].backward()
+                times[mode].append((middle - start, time.perf_counter() - middle))
+            trainer.model.zero_grad()
+    print("| micro-batches | DPO reference s | loss + backward s |\n|---|---:|---:|")
+    for mode, values in times.items():
+        print(f"| {mode} | {median(v[0] for v in values):.2f} | {median(v[1] for v in values):.2f} |")
 
 
 def main():
@@ -117,7 +145,13 @@ def main():
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--micro-batch", type=int, default=4, help="rows per micro-batch of the spread-lengths setups")
+    parser.add_argument("--cut-fraction", type=float, default=0.2, help="spread lengths: fraction cut at --length")
     parser.add_argument("--setups", nargs="+", default=None, help="run only these setups (default: all)")
+    parser.add_argument(
+        "--trim-ab",
+        action="store_true",
+        help="only time trimmed vs untrimmed on one spread-lengths batch, alternating",
+    )
     parser.add_argument("--output", default="step_bench.json")
     args = parser.parse_args()
 
@@ -181,13 +215,16 @@ def main():
         return vtd_trainer(
             name,
             reward_funcs=half_correct,
-            rollout_func=spread_rollout(args.length),
+            rollout_func=spread_rollout(args.length, args.cut_fraction),
             per_device_train_batch_size=args.micro_batch,
             gradient_accumulation_steps=batch // args.micro_batch,
         )
 
     setups["VtDTrainer (spread lengths)"] = lambda: spread("vtd_spread")
     setups["VtDTrainer (spread lengths, untrimmed)"] = lambda: spread("vtd_spread_untrimmed")
+    if args.trim_ab:
+        trim_ab(spread("vtd_trim_ab"), rows[: args.prompts], args)
+        return
     results = {}
     for name, build in setups.items():
         if args.setups and name not in args.setups:
