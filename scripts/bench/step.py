@@ -122,16 +122,22 @@ def trim_ab(trainer: VtDTrainer, rows: list[dict], args) -> None:
         for mode in ("trimmed", "untrimmed"):
             patch = mock.patch.object(_Batch, "trimmed", lambda self: self) if mode == "untrimmed" else nullcontext()
             with patch:
+                trainer.timings["forward_positions"].clear()
                 start = time.perf_counter()
                 trainer._reference_logps(output, output["vtd_contrast"])
                 middle = time.perf_counter()
                 for micro_batch in split_tensor_dict(output, steps):
                     trainer._vtd_loss(trainer.model, micro_batch, "train")[0].backward()
-                times[mode].append((middle - start, time.perf_counter() - middle))
+                positions = sum(value for _, value in trainer.timings["forward_positions"])
+                times[mode].append((middle - start, time.perf_counter() - middle, positions))
             trainer.model.zero_grad()
-    print("| micro-batches | DPO reference s | loss + backward s |\n|---|---:|---:|")
+    print(
+        "| micro-batches | DPO reference s | loss + backward s | positions through the backbones |\n|---|---:|---:|---:|"
+    )
     for mode, values in times.items():
-        print(f"| {mode} | {median(v[0] for v in values):.2f} | {median(v[1] for v in values):.2f} |")
+        print(
+            f"| {mode} | {median(v[0] for v in values):.2f} | {median(v[1] for v in values):.2f} | {values[0][2]:,} |"
+        )
 
 
 def main():
