@@ -86,13 +86,14 @@ def test_methods_that_ignore_an_axis_fill_its_columns_from_one_run():
 def test_summary_takes_the_best_mean_learning_rate_and_its_spread():
     results = [
         {"method": "grpo", "regime": "strong/think", "seed": s, "learning_rate": lr, "accuracy": a, "train_seconds": 1}
-        for lr, accuracies in ((1e-4, (0.5, 0.6, 0.7)), (3e-4, (0.9, 0.1, 0.2)))
+        for lr, accuracies in ((1e-4, (0.5, 0.6, 0.7)), (3e-4, (0.9, 0.1, 0.2)), (1e-3, (0.95,)))
         for s, a in enumerate(accuracies)
-    ]
+    ]  # 1e-3 ran on one seed only: its mean is not over the same seeds, so it does not compete
     (row,) = methods.summarize(results, ["grpo"], ["strong/think", "imperfect/terse"])
     for regime in ("strong/think", "imperfect/terse"):
         cell = row["cells"][regime]
         assert cell["learning_rate"] == 1e-4 and cell["seeds"] == [0.5, 0.6, 0.7]
         assert cell["mean"] == pytest.approx(0.6) and cell["std"] == pytest.approx(0.1)
+        assert cell["by_learning_rate"] == pytest.approx({1e-4: 0.6, 3e-4: 0.4})
     table = methods.markdown([row], ["strong/think", "imperfect/terse"], "header")
     assert "| grpo | 60.0% ± 10.0% @0.0001 | 60.0% ± 10.0% @0.0001 (= strong/think) | 1 |" in table

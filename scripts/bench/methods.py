@@ -6,7 +6,8 @@ and temperature, the same learning-rate grid, and the same seeds. The student is
 200 held-out problems (`vtd_trl.verify`). Methods, each through its own trainer:
 
 - `vtd_*`: `VtDTrainer` with the options in the method's name (`k` = completions per prompt, so `completions / k`
-  prompts per step; `cw` = contrast weight `vtd_contrast_beta`; `di` = `vtd_distill_incorrect`; `rkl` = reverse KL);
+  prompts per step; `cw` = contrast weight `vtd_contrast_beta`; `di` = `vtd_distill_incorrect`; `rkl` = reverse KL;
+  `sibling` = a correct completion of the same prompt as the chosen sequence instead of the reference);
   `vtd_seed` is the method as published (K=8, alpha 5, contrast weight 0.1), `vtd_seed_literal` the same with each
   term divided by its own count (distilled tokens, DPO pairs);
 - `kd_forward`, `kd_reverse`: TRL's `DistillationTrainer` (on-policy distillation, one completion per prompt, so
@@ -58,12 +59,14 @@ class Method:
 
     @property
     def uses_reference(self) -> bool:
-        return self.trainer == "sft" or (self.trainer == "vtd" and self.options.get("vtd_contrast_beta", 0.1) > 0)
+        if self.trainer == "vtd":
+            return self.options.get("vtd_contrast_beta", 0.1) > 0 and self.options["vtd_chosen_source"] != "sibling"
+        return self.trainer == "sft"
 
 
-def vtd(k: int, cw: float, di: bool = False, rkl: bool = False) -> Method:
+def vtd(k: int, cw: float, di: bool = False, rkl: bool = False, chosen: str = "reference") -> Method:
     options = {"vtd_contrast_beta": cw, "vtd_distill_incorrect": di, "vtd_distill_beta": 1.0 if rkl else 0.0}
-    return Method("vtd", options, num_generations=k)
+    return Method("vtd", {**options, "vtd_chosen_source": chosen}, num_generations=k)
 
 
 METHODS = {
@@ -82,12 +85,13 @@ METHODS = {
     "vtd_k2_di_cw1": vtd(2, 1.0, di=True),
     "vtd_k2_di_cw10": vtd(2, 10.0, di=True),
     "vtd_k2_di_cw3_rkl": vtd(2, 3.0, di=True, rkl=True),
+    "vtd_k2_di_cw3_sibling": vtd(2, 3.0, di=True, chosen="sibling"),
     # Ablations of the seed's setup: each half of VtD alone, and the literal per-term normalisers
     "vtd_k8_cw0": vtd(8, 0.0),
     "vtd_k8_di_cw0": vtd(8, 0.0, di=True),
     "vtd_seed_literal": Method(
         "vtd",
-        {"vtd_contrast_beta": 0.1, "vtd_distill_normalizer": "distilled_tokens", "vtd_contrast_normalizer": "pairs"},
+        {**vtd(8, 0.1).options, "vtd_distill_normalizer": "distilled_tokens", "vtd_contrast_normalizer": "pairs"},
         num_generations=8,
     ),
 }
@@ -200,7 +204,8 @@ def run(name: str, regime: str, seed: int, learning_rate: float, budget: Budget)
 
 
 def summarize(results: list[dict], methods: list[str], regimes: list[str]) -> list[dict]:
-    """One row per method: per regime, the learning rate of the grid with the best mean, its mean, std and seeds."""
+    """One row per method: per regime, the learning rate of the grid with the best mean over seeds, its mean, std,
+    per-seed scores and the other learning rates' means."""
     rows = []
     for name in methods:
         row = {"method": name, "cells": {}}
@@ -211,7 +216,10 @@ def summarize(results: list[dict], methods: list[str], regimes: list[str]) -> li
                 by_lr.setdefault(r["learning_rate"], []).append(r)
             if not by_lr:
                 continue
-            lr, best = max(by_lr.items(), key=lambda item: statistics.mean(r["accuracy"] for r in item[1]))
+            # Only learning rates run on every seed compete, so that each mean is over the same seeds.
+            seeds = max(len(runs) for runs in by_lr.values())
+            complete = {lr: runs for lr, runs in by_lr.items() if len(runs) == seeds}
+            lr, best = max(complete.items(), key=lambda item: statistics.mean(r["accuracy"] for r in item[1]))
             scores = [r["accuracy"] for r in sorted(best, key=lambda r: r["seed"])]
             row["cells"][regime] = {
                 "source": source,
@@ -220,6 +228,7 @@ def summarize(results: list[dict], methods: list[str], regimes: list[str]) -> li
                 "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
                 "seeds": scores,
                 "train_seconds": statistics.mean(r["train_seconds"] for r in best),
+                "by_learning_rate": {k: statistics.mean(r["accuracy"] for r in v) for k, v in sorted(complete.items())},
             }
         rows.append(row)
     return rows
