@@ -290,7 +290,10 @@ class VtDConfig(GRPOConfig):
             "entropy_coef": (self.entropy_coef != 0.0, "0.0"),
             "use_adaptive_entropy": (self.use_adaptive_entropy, "False"),
             "top_entropy_quantile": (self.top_entropy_quantile != 1.0, "1.0"),
-            "cast_lm_head_to_fp32": (self.cast_lm_head_to_fp32, "False; VtD computes its DPO log-probs from fp32 logits and its distillation in fp32 already"),
+            "cast_lm_head_to_fp32": (
+                self.cast_lm_head_to_fp32,
+                "False; VtD computes its DPO log-probs from fp32 logits and its distillation in fp32 already",
+            ),
             "router_aux_loss_coef": (self.router_aux_loss_coef not in (None, 0.0), "None"),
         }
         for name, (is_set, fix) in unused.items():
