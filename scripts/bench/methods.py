@@ -228,7 +228,9 @@ def summarize(results: list[dict], methods: list[str], regimes: list[str]) -> li
                 "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
                 "seeds": scores,
                 "train_seconds": statistics.mean(r["train_seconds"] for r in best),
-                "by_learning_rate": {k: statistics.mean(r["accuracy"] for r in v) for k, v in sorted(complete.items())},
+                "by_learning_rate": {
+                    k: statistics.mean(r["accuracy"] for r in v) for k, v in sorted(complete.items())
+                },
             }
         rows.append(row)
     return rows
@@ -251,7 +253,8 @@ def markdown(rows: list[dict], regimes: list[str], header: str) -> str:
             shared = "" if cell["source"] == regime else f" (= {cell['source']})"
             cells.append(f"{cell['mean']:.1%} ± {cell['std']:.1%} @{cell['learning_rate']:g}{shared}")
         seconds = [c["train_seconds"] for c in row["cells"].values()]
-        lines.append(f"| {row['method']} | " + " | ".join(cells) + f" | {statistics.mean(seconds):.0f} |")
+        if seconds:  # a method with no runs has no row
+            lines.append(f"| {row['method']} | " + " | ".join(cells) + f" | {statistics.mean(seconds):.0f} |")
     return "\n".join(lines)
 
 
@@ -266,6 +269,7 @@ def main():
     parser.add_argument("--jobs", type=int, default=2, help="Runs in parallel, one torch thread each.")
     parser.add_argument("--output", default="methods.json", help="JSON of every run; the table goes to .md beside it.")
     parser.add_argument("--resume", action="store_true", help="Keep the runs already in --output, run the rest.")
+    parser.add_argument("--table-only", action="store_true", help="Print the table of the runs in --output, run none.")
     args = parser.parse_args()
     methods = list(METHODS) if "all" in args.methods else args.methods
     budget = Budget(steps=args.steps, completions=args.completions)
@@ -274,7 +278,7 @@ def main():
             parser.error(f"--completions {budget.completions} is not a multiple of K of {name}")
 
     results = []
-    if args.resume and os.path.exists(args.output):
+    if (args.resume or args.table_only) and os.path.exists(args.output):
         with open(args.output) as f:
             results = json.load(f)["results"]
     done = {(r["method"], r["regime"], r["seed"], r["learning_rate"]) for r in results}
@@ -288,9 +292,14 @@ def main():
         }
         - done
     )
+    if args.table_only:
+        results = [r for r in results if r["seed"] in args.seeds and r["learning_rate"] in args.learning_rates]
+        todo = []
     start = time.perf_counter()
 
     def save():
+        if args.table_only:
+            return
         with open(args.output, "w") as f:
             json.dump({"budget": budget.__dict__, "results": results}, f, indent=1)
 
@@ -305,13 +314,18 @@ def main():
     header = (
         f"{budget.steps} steps x {budget.completions} sequences, max {budget.max_completion_length} new tokens, "
         f"T={budget.temperature}; learning rates {args.learning_rates} (best mean shown, @lr); seeds {args.seeds}; "
-        f"greedy accuracy on {budget.eval_rows} held-out problems; {len(todo)} runs in {wall / 60:.1f} min, "
-        f"{args.jobs} at a time"
+        f"greedy accuracy on {budget.eval_rows} held-out problems; "
+        + (
+            f"the runs in {args.output}"
+            if args.table_only
+            else f"{len(todo)} runs in {wall / 60:.1f} min, {args.jobs} at a time"
+        )
     )
     table = markdown(summarize(results, methods, args.regimes), args.regimes, header)
     print("\n" + table)
-    with open(os.path.splitext(args.output)[0] + ".md", "w") as f:
-        f.write(table + "\n")
+    if not args.table_only:
+        with open(os.path.splitext(args.output)[0] + ".md", "w") as f:
+            f.write(table + "\n")
 
 
 if __name__ == "__main__":
