@@ -200,6 +200,7 @@ def run(name: str, regime: str, seed: int, learning_rate: float, budget: Budget)
         "accuracy": accuracy,
         "train_seconds": round(seconds, 1),
         "steps": trainer.state.global_step,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 
 
