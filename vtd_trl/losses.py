@@ -263,3 +263,266 @@ def _liger_divergence(h_s, w_s, h_t, w_t, beta, temperature):
             h_s, w_s, h_t, w_t, labels, None, None, 0.0, 1.0, beta, -100, temperature, False, 256
         )
     return mean * n
+
+
+# A tail bucket never holds less than this mass: TRL's `_add_tail_bucket` clamps the top-k log-mass at -1e-7, which
+# keeps the reverse-KL tail term finite when the teacher's top-k sums to 1 in floating point.
+_TAIL_FLOOR = 1e-7
+
+
+def sparse_distillation_loss(
+    student_hidden: torch.Tensor,
+    student_weight: torch.Tensor,
+    teacher_topk_logprobs: torch.Tensor,
+    teacher_topk_ids: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    beta: float = 0.0,
+    temperature: float = 1.0,
+    num_items: torch.Tensor | int | None = None,
+    vocab_size: int | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Sum over masked tokens of `JSD_beta` over the teacher's top-k tokens plus a tail bucket, divided by `num_items`.
+
+    The estimator (TRL's server and async distillation trainers, `loss_add_tail=True`, at every `beta`): at each token
+    let `S` be the teacher's reported top-k ids (slots whose log-prob is `-inf` are padding and left out). Both
+    distributions are coarse-grained to `|S| + 1` buckets, the tokens of `S` and one tail bucket:
+    `P = (p_t(i) for i in S, P_tail)` and `Q = (p_s(i) for i in S, Q_tail)`, with `p_s = softmax(z_s / temperature)`
+    exact over the student's full vocabulary and `P_tail = max(1 - sum_S p_t, 1e-7)`, `Q_tail = max(1 - sum_S p_s,
+    1e-7)` (TRL's clamp). The token's loss is then
+    - `beta = 0`: forward `KL(P || Q) = sum_b P_b (log P_b - log Q_b)`,
+    - `beta = 1`: reverse `KL(Q || P)`,
+    - else `beta KL(P || M) + (1 - beta) KL(Q || M)` with `M = beta P + (1 - beta) Q`,
+    the same conventions as `distillation_loss`. By the data-processing inequality it underestimates the dense
+    divergence (up to the 1e-7 floor), and equals it when `S` is the whole vocabulary. The gradient reaches every
+    student logit (through the softmax and the tail), not only those of `S`.
+
+    Args:
+        student_hidden: `[..., H]` student hidden states (before the LM head), aligned with the predicted tokens.
+        student_weight: `[V, H]` student LM-head weight.
+        teacher_topk_logprobs: `[..., k]` the teacher's log-probabilities at `teacher_topk_ids`, of its distribution
+            at `temperature` (`log_softmax(z_t / temperature)`, what a vLLM server returns for a request at that
+            temperature with `--logprobs-mode processed_logprobs`, and what `topk_logprobs` computes); `-inf` marks
+            a padding slot.
+        teacher_topk_ids: `[..., k]` integer token ids, distinct within a token, in `[0, vocab_size)`, except in
+            padding slots (any value there).
+        mask: boolean `[...]`, the tokens that count; each needs at least one finite teacher log-prob.
+        beta: `0.0` forward KL(teacher || student), `1.0` reverse KL(student || teacher), else the generalized JSD.
+        temperature: divides the student's logits (the teacher's log-probs come tempered).
+        num_items: the normaliser; `None` means `mask.sum()`.
+        vocab_size: rows of `student_weight` that are the vocabulary (the teacher's, when one head is padded larger,
+            as `distillation_loss` cuts both heads to the smaller); default all.
+        chunk_size: tokens per chunk (default: `chunk_tokens(tokens, vocab)`).
+
+    Returns:
+        A scalar. With an empty mask it is an exact zero that still depends on `student_hidden` (zero gradient).
+    """
+    _check_divergence_options(beta, temperature)
+    mask = mask.bool()
+    if mask.shape != student_hidden.shape[:-1]:
+        raise ValueError(
+            f"`mask` {tuple(mask.shape)} must match the leading dimensions of `student_hidden` "
+            f"{tuple(student_hidden.shape[:-1])}."
+        )
+    if student_weight.dim() != 2 or student_weight.shape[1] != student_hidden.shape[-1]:
+        raise ValueError(
+            f"`student_weight` {tuple(student_weight.shape)} must be [vocab, {student_hidden.shape[-1]}] "
+            "(the hidden size of `student_hidden`)."
+        )
+    vocab = student_weight.shape[0] if vocab_size is None else vocab_size
+    if not 0 < vocab <= student_weight.shape[0]:
+        raise ValueError(f"`vocab_size` must be in [1, {student_weight.shape[0]}], got {vocab_size}.")
+    _check_topk_shapes(teacher_topk_logprobs, teacher_topk_ids, mask)
+    h_s = student_hidden[mask]
+    if num_items is None:
+        num_items = h_s.shape[0]
+    if h_s.shape[0] == 0:
+        return student_hidden.reshape(-1)[:0].sum()
+    log_pt, ids = teacher_topk_logprobs[mask].float(), teacher_topk_ids[mask]
+    _check_topk_values(log_pt, ids, vocab)
+    w_s = student_weight[:vocab].to(h_s.dtype)
+    chunk_size = chunk_size or chunk_tokens(h_s.shape[0], vocab)
+    return _SparseChunkedDivergence.apply(h_s, w_s, log_pt, ids, beta, temperature, chunk_size) / num_items
+
+
+def sparse_distillation_loss_from_logits(
+    student_logits: torch.Tensor,
+    teacher_topk_logprobs: torch.Tensor,
+    teacher_topk_ids: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    beta: float = 0.0,
+    temperature: float = 1.0,
+    num_items: torch.Tensor | int | None = None,
+) -> torch.Tensor:
+    """`sparse_distillation_loss` from the student's `[..., V]` logits (through autograd, unchunked)."""
+    _check_divergence_options(beta, temperature)
+    mask = mask.bool()
+    if mask.shape != student_logits.shape[:-1]:
+        raise ValueError(
+            f"`mask` {tuple(mask.shape)} must match the leading dimensions of `student_logits` "
+            f"{tuple(student_logits.shape[:-1])}."
+        )
+    _check_topk_shapes(teacher_topk_logprobs, teacher_topk_ids, mask)
+    z_s = student_logits[mask]
+    if num_items is None:
+        num_items = z_s.shape[0]
+    if z_s.shape[0] == 0:
+        return student_logits.reshape(-1)[:0].sum()
+    log_pt, ids = teacher_topk_logprobs[mask].float(), teacher_topk_ids[mask]
+    _check_topk_values(log_pt, ids, z_s.shape[-1])
+    return sparse_jsd(z_s.float() / temperature, log_pt, ids, beta).sum() / num_items
+
+
+@torch.no_grad()
+def topk_logprobs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    k: int,
+    *,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A local teacher's top-k `log_softmax(z / temperature)` and their ids, `[..., k]` each, in token chunks.
+
+    The input `sparse_distillation_loss` takes, so that a colocated teacher can be compared with a server teacher at
+    equal k. Sorted by descending probability, as vLLM returns them.
+    """
+    if not 1 <= k <= weight.shape[0]:
+        raise ValueError(f"`k` must be in [1, {weight.shape[0]}] (the vocabulary of `weight`), got {k}.")
+    if not temperature > 0.0:
+        raise ValueError(f"`temperature` must be > 0, got {temperature}.")
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    values = torch.empty(flat.shape[0], k, device=hidden.device, dtype=torch.float32)
+    ids = torch.empty(flat.shape[0], k, device=hidden.device, dtype=torch.long)
+    chunk_size = chunk_size or chunk_tokens(flat.shape[0], weight.shape[0])
+    for start in range(0, flat.shape[0], chunk_size):
+        chunk = slice(start, start + chunk_size)
+        log_p = _project(flat[chunk], weight.to(flat.dtype)).div_(temperature).log_softmax(-1)
+        values[chunk], ids[chunk] = log_p.topk(k, dim=-1)
+    return values.reshape(*hidden.shape[:-1], k), ids.reshape(*hidden.shape[:-1], k)
+
+
+def sparse_jsd(
+    student_logits: torch.Tensor, teacher_topk_logprobs: torch.Tensor, teacher_topk_ids: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """Per-row `JSD_beta` over top-k + tail buckets (see `sparse_distillation_loss`) of `[N, V]` tempered student
+    logits against `[N, k]` teacher log-probs and ids, shape `[N]` (differentiable in the student's logits)."""
+    valid = teacher_topk_logprobs > float("-inf")
+    log_ps = student_logits.log_softmax(-1).gather(-1, teacher_topk_ids.long().where(valid, 0))
+    lps, ps = _tail_buckets(log_ps, valid)
+    lpt, pt = _tail_buckets(teacher_topk_logprobs, valid)
+    # Padding buckets have probability 0 and log-probability 0 on both sides, so they add exactly 0 (and no NaN).
+    if beta == 0.0:
+        return (pt * (lpt - lps)).sum(-1)
+    if beta == 1.0:
+        return (ps * (lps - lpt)).sum(-1)
+    log_m = torch.logaddexp(lps + math.log1p(-beta), lpt + math.log(beta))
+    return beta * (pt * (lpt - log_m)).sum(-1) + (1.0 - beta) * (ps * (lps - log_m)).sum(-1)
+
+
+def _tail_buckets(log_p: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # [N, k] top-k log-probs -> [N, k + 1] log-probs and probabilities with the tail bucket last (TRL's
+    # `_add_tail_bucket`); padding slots get log-prob 0 and probability 0.
+    log_sum = log_p.masked_fill(~valid, float("-inf")).logsumexp(-1, keepdim=True)
+    tail = torch.log(-torch.expm1(log_sum.clamp(max=math.log1p(-_TAIL_FLOOR))))
+    log_p = torch.cat([log_p.masked_fill(~valid, 0.0), tail], dim=-1)
+    probs = torch.cat([log_p[..., :-1].exp().masked_fill(~valid, 0.0), tail.exp()], dim=-1)
+    return log_p, probs
+
+
+class _SparseChunkedDivergence(torch.autograd.Function):
+    """Summed `sparse_jsd` over token chunks, with the gradients computed in the forward pass.
+
+    Own function rather than `torch.utils.checkpoint`: as `_ChunkedDivergence`, the LM head is used during the forward
+    call alone (ZeRO-3 needs it gathered only there) and a token costs three GEMMs, not four. Within a chunk autograd
+    differentiates the `[chunk, vocab]` logits, so the gradient is exactly that of `sparse_jsd`.
+    """
+
+    @staticmethod
+    def forward(ctx, h_s, w_s, log_pt, ids, beta, temperature, chunk_size):
+        low_precision_cuda = _low_precision_cuda(h_s)
+        total = torch.zeros((), device=h_s.device, dtype=torch.float32)
+        grad_h = torch.empty(h_s.shape, device=h_s.device, dtype=torch.float32) if h_s.requires_grad else None
+        grad_w = torch.zeros(w_s.shape, device=w_s.device, dtype=torch.float32) if w_s.requires_grad else None
+        for start in range(0, h_s.shape[0], chunk_size):
+            chunk = slice(start, start + chunk_size)
+            with torch.enable_grad():
+                zs = _project(h_s[chunk], w_s).div_(temperature).requires_grad_()
+                loss = sparse_jsd(zs, log_pt[chunk], ids[chunk], beta).sum()
+                (grad,) = torch.autograd.grad(loss, zs)
+            total += loss.detach()
+            del zs
+            grad = grad.div_(temperature)
+            grad = grad.to(h_s.dtype) if low_precision_cuda else grad
+            if grad_h is not None:
+                grad_h[chunk] = _mm_fp32(grad, w_s)
+            if grad_w is not None:
+                grad_w += _mm_fp32(grad.t(), h_s[chunk])
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.dtypes = h_s.dtype, w_s.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_h, grad_w = ctx.saved_tensors
+        h_dtype, w_dtype = ctx.dtypes
+        grad_h = None if grad_h is None else (grad_h * grad_output).to(h_dtype)
+        grad_w = None if grad_w is None else (grad_w * grad_output).to(w_dtype)
+        return grad_h, grad_w, None, None, None, None, None
+
+
+def _check_divergence_options(beta: float, temperature: float) -> None:
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"`beta` must be in [0, 1], got {beta}.")
+    if not temperature > 0.0:
+        raise ValueError(f"`temperature` must be > 0, got {temperature}.")
+
+
+def _check_topk_shapes(logprobs: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> None:
+    if logprobs.shape != ids.shape or logprobs.shape[:-1] != mask.shape or logprobs.shape[-1] < 1:
+        raise ValueError(
+            f"`teacher_topk_logprobs` {tuple(logprobs.shape)} and `teacher_topk_ids` {tuple(ids.shape)} must both be "
+            f"{tuple(mask.shape)} + (k,) with k >= 1 (the shape of `mask` plus the top-k dimension)."
+        )
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise ValueError(f"`teacher_topk_ids` must be an integer tensor, got {ids.dtype}.")
+    if not logprobs.dtype.is_floating_point:
+        raise ValueError(f"`teacher_topk_logprobs` must be a floating-point tensor, got {logprobs.dtype}.")
+
+
+def _check_topk_values(log_pt: torch.Tensor, ids: torch.Tensor, vocab: int) -> None:
+    # Masked tokens only; one host sync for all the checks.
+    valid = log_pt > float("-inf")
+    bad_ids = valid & ((ids < 0) | (ids >= vocab))
+    sorted_ids = torch.where(valid, ids, -1 - torch.arange(ids.shape[-1], device=ids.device)).sort(-1).values
+    duplicates = (sorted_ids[:, 1:] == sorted_ids[:, :-1]).any(-1)
+    mass = log_pt.logsumexp(-1)
+    not_finite, bad, repeated, empty, above_one = torch.stack(
+        [
+            (log_pt.isnan() | (log_pt == float("inf"))).any(),
+            bad_ids.any(),
+            duplicates.any(),
+            (~valid.any(-1)).any(),
+            (mass > 1e-3).any(),
+        ]
+    ).tolist()
+    if not_finite:
+        raise ValueError("`teacher_topk_logprobs` contains NaN or +inf.")
+    if bad:
+        raise ValueError(
+            f"`teacher_topk_ids` must be in [0, {vocab}) (the student's vocabulary), got {ids[bad_ids][0].item()}."
+        )
+    if repeated:
+        raise ValueError("`teacher_topk_ids` repeats a token id within a token's top-k (outside padding slots).")
+    if empty:
+        raise ValueError(
+            f"`teacher_topk_logprobs` has no finite entry at {int((~valid.any(-1)).sum())} masked tokens: every "
+            "token in `mask` needs the teacher's signal."
+        )
+    if above_one:
+        raise ValueError(
+            "`teacher_topk_logprobs` must be log-probabilities (their probabilities sum to at most 1 per token), got "
+            f"a sum of {mass.max().exp().item():.4g}: pass `log_softmax(logits / temperature)`, not logits."
+        )
