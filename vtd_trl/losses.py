@@ -170,7 +170,44 @@ def _divergence_and_grad(zs: torch.Tensor, zt: torch.Tensor, beta: float) -> tup
     return loss, (1.0 - beta) * ps * (log_ps - log_m - kl_student.unsqueeze(-1))
 
 
-class _ChunkedDivergence(torch.autograd.Function):
+class _GradsInForward(torch.autograd.Function):
+    """Base of the chunked losses: the gradients are computed in the forward pass and only rescaled here."""
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_h, grad_w = ctx.saved_tensors
+        h_dtype, w_dtype = ctx.dtypes
+        grad_h = None if grad_h is None else (grad_h * grad_output).to(h_dtype)
+        grad_w = None if grad_w is None else (grad_w * grad_output).to(w_dtype)
+        return grad_h, grad_w, None, None, None, None, None
+
+
+def _chunked_with_grads(ctx, h_s, w_s, temperature, chunk_size, loss_and_grad) -> torch.Tensor:
+    """The summed loss over token chunks of the student's logits `zs = h_s @ w_s.T / temperature`, and its gradients
+    wrt `h_s` and `w_s`, saved on `ctx`. `loss_and_grad(chunk, zs)` returns a chunk's summed loss and d loss / d zs."""
+    low_precision_cuda = _low_precision_cuda(h_s)
+    total = torch.zeros((), device=h_s.device, dtype=torch.float32)
+    grad_h = torch.empty(h_s.shape, device=h_s.device, dtype=torch.float32) if h_s.requires_grad else None
+    grad_w = torch.zeros(w_s.shape, device=w_s.device, dtype=torch.float32) if w_s.requires_grad else None
+    for start in range(0, h_s.shape[0], chunk_size):
+        chunk = slice(start, start + chunk_size)
+        zs = _project(h_s[chunk], w_s).div_(temperature)
+        loss, grad = loss_and_grad(chunk, zs)
+        del zs
+        total += loss
+        grad = grad.div_(temperature)
+        # On CUDA the gradient GEMMs run in the inputs' dtype with fp32 accumulation, as in Liger and TRL.
+        grad = grad.to(h_s.dtype) if low_precision_cuda else grad
+        if grad_h is not None:
+            grad_h[chunk] = _mm_fp32(grad, w_s)
+        if grad_w is not None:
+            grad_w += _mm_fp32(grad.t(), h_s[chunk])
+    ctx.save_for_backward(grad_h, grad_w)
+    ctx.dtypes = h_s.dtype, w_s.dtype
+    return total
+
+
+class _ChunkedDivergence(_GradsInForward):
     """Summed JSD over token chunks, with the gradients computed in the forward pass.
 
     Each chunk projects both models once, so a step costs four GEMMs per token (two projections, the two student
@@ -181,35 +218,11 @@ class _ChunkedDivergence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h_s, w_s, h_t, w_t, beta, temperature, chunk_size):
-        low_precision_cuda = _low_precision_cuda(h_s)
-        total = torch.zeros((), device=h_s.device, dtype=torch.float32)
-        grad_h = torch.empty(h_s.shape, device=h_s.device, dtype=torch.float32) if h_s.requires_grad else None
-        grad_w = torch.zeros(w_s.shape, device=w_s.device, dtype=torch.float32) if w_s.requires_grad else None
-        for start in range(0, h_s.shape[0], chunk_size):
-            chunk = slice(start, start + chunk_size)
-            zs = _project(h_s[chunk], w_s).div_(temperature)
-            zt = _project(h_t[chunk], w_t).div_(temperature)
-            loss, grad = _divergence_and_grad(zs, zt, beta)
-            del zs, zt
-            total += loss.sum()
-            grad = grad.div_(temperature)
-            # On CUDA the gradient GEMMs run in the inputs' dtype with fp32 accumulation, as in Liger and TRL.
-            grad = grad.to(h_s.dtype) if low_precision_cuda else grad
-            if grad_h is not None:
-                grad_h[chunk] = _mm_fp32(grad, w_s)
-            if grad_w is not None:
-                grad_w += _mm_fp32(grad.t(), h_s[chunk])
-        ctx.save_for_backward(grad_h, grad_w)
-        ctx.dtypes = h_s.dtype, w_s.dtype
-        return total
+        def loss_and_grad(chunk, zs):
+            loss, grad = _divergence_and_grad(zs, _project(h_t[chunk], w_t).div_(temperature), beta)
+            return loss.sum(), grad
 
-    @staticmethod
-    def backward(ctx, grad_output):
-        grad_h, grad_w = ctx.saved_tensors
-        h_dtype, w_dtype = ctx.dtypes
-        grad_h = None if grad_h is None else (grad_h * grad_output).to(h_dtype)
-        grad_w = None if grad_w is None else (grad_w * grad_output).to(w_dtype)
-        return grad_h, grad_w, None, None, None, None, None
+        return _chunked_with_grads(ctx, h_s, w_s, temperature, chunk_size, loss_and_grad)
 
 
 def _mm_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -432,7 +445,7 @@ def _tail_buckets(log_p: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tenso
     return log_p, probs
 
 
-class _SparseChunkedDivergence(torch.autograd.Function):
+class _SparseChunkedDivergence(_GradsInForward):
     """Summed `sparse_jsd` over token chunks, with the gradients computed in the forward pass.
 
     Own function rather than `torch.utils.checkpoint`: as `_ChunkedDivergence`, the LM head is used during the forward
@@ -442,35 +455,14 @@ class _SparseChunkedDivergence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h_s, w_s, log_pt, ids, beta, temperature, chunk_size):
-        low_precision_cuda = _low_precision_cuda(h_s)
-        total = torch.zeros((), device=h_s.device, dtype=torch.float32)
-        grad_h = torch.empty(h_s.shape, device=h_s.device, dtype=torch.float32) if h_s.requires_grad else None
-        grad_w = torch.zeros(w_s.shape, device=w_s.device, dtype=torch.float32) if w_s.requires_grad else None
-        for start in range(0, h_s.shape[0], chunk_size):
-            chunk = slice(start, start + chunk_size)
+        def loss_and_grad(chunk, zs):
             with torch.enable_grad():
-                zs = _project(h_s[chunk], w_s).div_(temperature).requires_grad_()
+                zs = zs.requires_grad_()
                 loss = sparse_jsd(zs, log_pt[chunk], ids[chunk], beta).sum()
                 (grad,) = torch.autograd.grad(loss, zs)
-            total += loss.detach()
-            del zs
-            grad = grad.div_(temperature)
-            grad = grad.to(h_s.dtype) if low_precision_cuda else grad
-            if grad_h is not None:
-                grad_h[chunk] = _mm_fp32(grad, w_s)
-            if grad_w is not None:
-                grad_w += _mm_fp32(grad.t(), h_s[chunk])
-        ctx.save_for_backward(grad_h, grad_w)
-        ctx.dtypes = h_s.dtype, w_s.dtype
-        return total
+            return loss.detach(), grad
 
-    @staticmethod
-    def backward(ctx, grad_output):
-        grad_h, grad_w = ctx.saved_tensors
-        h_dtype, w_dtype = ctx.dtypes
-        grad_h = None if grad_h is None else (grad_h * grad_output).to(h_dtype)
-        grad_w = None if grad_w is None else (grad_w * grad_output).to(w_dtype)
-        return grad_h, grad_w, None, None, None, None, None
+        return _chunked_with_grads(ctx, h_s, w_s, temperature, chunk_size, loss_and_grad)
 
 
 def _check_divergence_options(beta: float, temperature: float) -> None:
