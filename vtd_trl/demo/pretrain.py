@@ -14,7 +14,7 @@ OMP_NUM_THREADS=1 python -m vtd_trl.demo.pretrain --output-dir vtd_trl/demo/asse
 import argparse
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from datasets import Dataset
@@ -47,22 +47,15 @@ class DemoModelSpec:
     num_key_value_heads: int = 2
 
 
+_TEACHER = DemoModelSpec(
+    hidden_size=96, num_hidden_layers=3, intermediate_size=192, max_steps=3000, learning_rate=3e-3, adam_beta2=0.98
+)
 SPECS = {
     # 99.5% greedy on 200 held-out problems. A 96x2 model with beta2 = 0.999 reached 81% in the same 3000 steps.
-    "teacher": DemoModelSpec(
-        hidden_size=96, num_hidden_layers=3, intermediate_size=192, max_steps=3000, learning_rate=3e-3, adam_beta2=0.98
-    ),
+    "teacher": _TEACHER,
     # The teacher's own run stopped at step 900 of 3000: right on three in five held-out problems (61.5%; step 700:
     # 25.5%, step 940: 59.5%, step 1100: 79%). Its mistakes are what verification catches and plain distillation copies.
-    "teacher_imperfect": DemoModelSpec(
-        hidden_size=96,
-        num_hidden_layers=3,
-        intermediate_size=192,
-        max_steps=3000,
-        learning_rate=3e-3,
-        adam_beta2=0.98,
-        stop_step=900,
-    ),
+    "teacher_imperfect": replace(_TEACHER, stop_step=900),
     # Stopped halfway through its schedule (43% greedy), while it is still learning fast. Students trained to the end
     # of a shorter schedule (20% at 1000 steps, 49% at 1150) sit where any fresh optimizer knocks them down: 50 steps
     # of plain SFT on the references at lr 3e-4 took the 49% one to 32.5%, so a demo would measure that, not VtD.
