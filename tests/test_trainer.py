@@ -597,12 +597,6 @@ def test_literal_normalizers(model_dirs, tmp_path):
 # ---------------------------------------------------------------------------------------------------- training
 
 
-def lopsided_completions(prompt_text: str, position: int, row: int) -> str:
-    """Mixed in the first half of the generation batch, all correct in the second: with 2 processes, the second
-    process has no DPO pair at all while the first has several."""
-    return mixed_completions(prompt_text, position if row < 8 else 0)
-
-
 def one_step_update(model_dirs, tmp_path, per_device, accumulation, completions=mixed_completions):
     rows = arithmetic_rows(4)
     args = dict(
