@@ -81,10 +81,7 @@ def distillation_loss(
     Returns:
         A scalar. With an empty mask it is an exact zero that still depends on `student_hidden` (zero gradient).
     """
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"`beta` must be in [0, 1], got {beta}.")
-    if not temperature > 0.0:
-        raise ValueError(f"`temperature` must be > 0, got {temperature}.")
+    _check_divergence_options(beta, temperature)
     mask = mask.bool()
     if mask.shape != student_hidden.shape[:-1] or mask.shape != teacher_hidden.shape[:-1]:
         raise ValueError(

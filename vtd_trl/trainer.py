@@ -659,7 +659,7 @@ class VtDTrainer(GRPOTrainer):
             # An exact zero that touches every trainable parameter keeps DDP's reducer complete on empty batches.
             loss = 0.0 * (hidden.sum() + weight.sum())
             distill_sum = zero
-            if teacher_hidden is not None and is_distilled.any():
+            if distilling and is_distilled.any():
                 distill_sum = distillation_loss(
                     hidden[: len(rows)][is_distilled][:, : teacher_hidden.shape[1]],
                     weight,

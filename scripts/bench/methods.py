@@ -281,7 +281,13 @@ def main():
     results = []
     if (args.resume or args.table_only) and os.path.exists(args.output):
         with open(args.output) as f:
-            results = json.load(f)["results"]
+            saved = json.load(f)
+        if saved["budget"] != budget.__dict__:
+            parser.error(
+                f"{args.output} holds runs at another budget ({saved['budget']}, this command: {budget.__dict__}); "
+                "give the same --steps and --completions, or another --output."
+            )
+        results = saved["results"]
     done = {(r["method"], r["regime"], r["seed"], r["learning_rate"]) for r in results}
     todo = sorted(
         {
@@ -299,8 +305,6 @@ def main():
     start = time.perf_counter()
 
     def save():
-        if args.table_only:
-            return
         with open(args.output, "w") as f:
             json.dump({"budget": budget.__dict__, "results": results}, f, indent=1)
 
