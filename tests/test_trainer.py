@@ -234,14 +234,17 @@ def test_chosen_reference_logps_are_computed_once_per_prompt(model_dirs, tmp_pat
     assert sum(scored) == 4 + 2  # 4 rejected completions, 2 chosen sequences (not one per pair)
 
 
-def test_teacher_runs_only_on_distilled_rows(model_dirs, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("when", "calls_in_loss"), [("generation_batch", 0), ("micro_batch", 1)])
+def test_teacher_runs_once_and_only_on_distilled_rows(model_dirs, tmp_path, monkeypatch, when, calls_in_loss):
     rows = arithmetic_rows(2)
-    trainer = make_trainer(model_dirs, tmp_path, rows=rows)
-    out = generation_batch(trainer, rows)
+    trainer = make_trainer(model_dirs, tmp_path, rows=rows, vtd_teacher_signal=when)
     seen = []
-    original = trainer._teacher_hidden
-    monkeypatch.setattr(trainer, "_teacher_hidden", lambda batch: seen.append(len(batch)) or original(batch))
+    original = trainer.teacher.signal
+    monkeypatch.setattr(trainer.teacher, "signal", lambda batch: seen.append(len(batch)) or original(batch))
+    out = generation_batch(trainer, rows)
+    before_loss = len(seen)
     trainer.compute_loss(trainer.model, out)
+    assert len(seen) - before_loss == calls_in_loss
     assert seen == [int(out["vtd_distill"].sum())] == [4]
 
 
@@ -452,11 +455,17 @@ def scaled_model_dirs(tmp_path_factory, tokenizer):
 
 
 @pytest.mark.parametrize(
-    ("backend", "distill_incorrect", "scaled"),
-    [("naive", False, False), ("chunked", False, False), ("chunked", True, False), ("chunked", False, True)],
+    ("backend", "distill_incorrect", "scaled", "when"),
+    [
+        ("naive", False, False, "generation_batch"),
+        ("chunked", False, False, "generation_batch"),
+        ("chunked", False, False, "micro_batch"),
+        ("chunked", True, False, "generation_batch"),
+        ("chunked", False, True, "generation_batch"),
+    ],
 )
 def test_loss_and_gradient_match_an_independent_recomputation(
-    model_dirs, scaled_model_dirs, tmp_path, tokenizer, backend, distill_incorrect, scaled
+    model_dirs, scaled_model_dirs, tmp_path, tokenizer, backend, distill_incorrect, scaled, when
 ):
     """The whole VtD loss of one generation batch, recomputed from plain full-logit forwards of fresh models."""
     model_dirs = scaled_model_dirs if scaled else model_dirs
@@ -471,6 +480,7 @@ def test_loss_and_gradient_match_an_independent_recomputation(
         vtd_distill_beta=distill_beta,
         vtd_distill_temperature=temperature,
         vtd_distill_incorrect=distill_incorrect,
+        vtd_teacher_signal=when,
     )
     # Move the policy away from the reference, so the DPO term is not at its log(2) starting point.
     torch.manual_seed(3)
@@ -532,7 +542,14 @@ def test_each_micro_batch_runs_at_its_own_longest_row(model_dirs, tmp_path, monk
     import vtd_trl.trainer as trainer_module
 
     rows = [dict(arithmetic_rows(1)[0]), dict(arithmetic_rows(1, start=200)[0])]  # prompts of different lengths
-    trainer = make_trainer(model_dirs, tmp_path, rows=rows, completions=spread_completions, vtd_contrast_beta=0.0)
+    trainer = make_trainer(
+        model_dirs,
+        tmp_path,
+        rows=rows,
+        completions=spread_completions,
+        vtd_contrast_beta=0.0,
+        vtd_teacher_signal="micro_batch",  # the teacher's forward runs in each micro-batch's loss too
+    )
     out = generation_batch(trainer, rows)
     widths = []
     original = trainer._hidden_states

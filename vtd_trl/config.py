@@ -9,6 +9,7 @@ DISTILL_NORMALIZERS = ("completion_tokens", "distilled_tokens")
 CONTRAST_NORMALIZERS = ("completions", "pairs")
 REFERENCE_FORMATS = ("auto", "reasoning", "answer")
 TRUNCATED_ROUTES = ("contrast", "distill", "skip")
+TEACHER_SIGNALS = ("generation_batch", "micro_batch")
 
 
 @dataclass
@@ -32,6 +33,27 @@ class VtDConfig(GRPOConfig):
         teacher_model_init_kwargs (`str` or `dict[str, Any]`, *optional*):
             Keyword arguments for `AutoModelForCausalLM.from_pretrained` when the teacher is loaded from an id or
             path (a JSON string on the command line).
+        teacher_server_url (`str`, *optional*):
+            Base URL of a `vllm serve <teacher>` server (e.g. `"http://10.0.0.2:8000"`) that scores the distilled
+            completions instead of a local teacher: teacher-forced top-k log-probs through TRL's `VLLMClient`. Start
+            it with `--max-logprobs` >= `vtd_distill_top_k` (required with a server teacher). When set,
+            `teacher_server_host` and `teacher_server_port` are ignored and no teacher model is loaded.
+        teacher_server_host (`str`, *optional*):
+            Host of the teacher server, used with `teacher_server_port` when `teacher_server_url` is not set.
+        teacher_server_port (`int`, *optional*, defaults to `8000`):
+            Port of the teacher server, used with `teacher_server_host`.
+        teacher_server_timeout (`float`, *optional*, defaults to `240.0`):
+            Seconds to wait at start for the teacher server to answer its health check (as `vllm_server_timeout`).
+        teacher_server_request_timeout (`float`, *optional*, defaults to `600.0`):
+            Seconds one scoring request may take before it is retried.
+        teacher_server_max_retries (`int`, *optional*, defaults to `5`):
+            Retries of a failed or timed-out scoring request (exponential backoff: 0, 2, 4, 8, ... seconds), after
+            which training stops with an error; the checkpoints saved before stay as they are.
+        vtd_teacher_signal (`str`, *optional*, defaults to `"generation_batch"`):
+            When a local teacher scores the distilled completions: `"generation_batch"` (once per generation batch,
+            stored with the buffered inputs, so `num_iterations > 1` does not repeat it) or `"micro_batch"` (in
+            every micro-batch's loss; nothing is held between the two). A server teacher always scores once per
+            generation batch. See README, "Teachers".
 
         > Parameters that control the loss
 
@@ -46,6 +68,10 @@ class VtDConfig(GRPOConfig):
             reverse KL(student || teacher), values in between the generalized Jensen-Shannon divergence.
         vtd_distill_temperature (`float`, *optional*, defaults to `1.0`):
             Temperature dividing both the teacher's and the student's logits in the distillation term.
+        vtd_distill_top_k (`int`, *optional*):
+            When set, the divergence is taken over the teacher's top-k tokens plus one tail bucket
+            (`vtd_trl.losses.sparse_distillation_loss`) instead of the full vocabulary. Required with a server teacher
+            (it returns top-k log-probs only); with a local teacher it makes the two comparable at equal k.
         vtd_distill_backend (`str`, *optional*, defaults to `"auto"`):
             How the distillation term is computed: `"liger"` (Liger-Kernel's fused linear JSD), `"chunked"` (chunked
             over tokens, gradients computed in the forward pass), `"naive"` (full logits; for tests and debugging)
@@ -122,6 +148,47 @@ class VtDConfig(GRPOConfig):
         },
     )
 
+    teacher_server_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "Base URL of a `vllm serve` teacher server (e.g. 'http://10.0.0.2:8000') that scores the distilled "
+            "completions (top-k log-probs) instead of a local teacher. Needs `vtd_distill_top_k`."
+        },
+    )
+    teacher_server_host: str | None = field(
+        default=None,
+        metadata={
+            "help": "Host of the teacher server, with `teacher_server_port`, when `teacher_server_url` is unset."
+        },
+    )
+    teacher_server_port: int = field(
+        default=8000,
+        metadata={"help": "Port of the teacher server, used with `teacher_server_host`."},
+    )
+    teacher_server_timeout: float = field(
+        default=240.0,
+        metadata={"help": "Seconds to wait at start for the teacher server to answer its health check."},
+    )
+    teacher_server_request_timeout: float = field(
+        default=600.0,
+        metadata={"help": "Seconds one scoring request to the teacher server may take before it is retried."},
+    )
+    teacher_server_max_retries: int = field(
+        default=5,
+        metadata={
+            "help": "Retries (exponential backoff) of a failed or timed-out teacher-server request before training "
+            "stops with an error."
+        },
+    )
+    vtd_teacher_signal: str = field(
+        default="generation_batch",
+        metadata={
+            "help": "When a local teacher scores the distilled completions: 'generation_batch' (once, stored with the "
+            "buffered inputs) or 'micro_batch' (in every micro-batch's loss).",
+            "choices": list(TEACHER_SIGNALS),
+        },
+    )
+
     # Parameters that control the loss
     vtd_distill_alpha: float = field(
         default=5.0,
@@ -145,6 +212,13 @@ class VtDConfig(GRPOConfig):
     vtd_distill_temperature: float = field(
         default=1.0,
         metadata={"help": "Temperature dividing the teacher's and the student's logits in the distillation term."},
+    )
+    vtd_distill_top_k: int | None = field(
+        default=None,
+        metadata={
+            "help": "Distil over the teacher's top-k tokens plus a tail bucket instead of the full vocabulary. "
+            "Required with a server teacher."
+        },
     )
     vtd_distill_backend: str = field(
         default="auto",
@@ -270,6 +344,7 @@ class VtDConfig(GRPOConfig):
             ("vtd_contrast_normalizer", CONTRAST_NORMALIZERS),
             ("vtd_reference_format", REFERENCE_FORMATS),
             ("vtd_truncated_completions", TRUNCATED_ROUTES),
+            ("vtd_teacher_signal", TEACHER_SIGNALS),
         ):
             value = getattr(self, name)
             if value not in allowed:
@@ -284,6 +359,7 @@ class VtDConfig(GRPOConfig):
                 f"`vtd_max_reference_length` must be >= 1 or None, got {self.vtd_max_reference_length}. Leave it "
                 "unset to use `max_completion_length`."
             )
+        self._check_teacher_options()
         # GRPO's own loss terms are replaced by VtD's; refuse the options that would silently do nothing.
         unused = {
             "beta": (self.beta != 0.0, "0.0; the contrast term's reference policy is the frozen initial student"),
@@ -301,3 +377,43 @@ class VtDConfig(GRPOConfig):
                 raise ValueError(
                     f"`{name}={getattr(self, name)}` is a GRPO option that VtD does not use. Set it to {fix}."
                 )
+
+    @property
+    def teacher_server_base_url(self) -> str | None:
+        """The teacher server's base URL, from `teacher_server_url` or host and port; None without a server."""
+        if self.teacher_server_url:
+            return self.teacher_server_url.rstrip("/")
+        if self.teacher_server_host:
+            return f"http://{self.teacher_server_host}:{self.teacher_server_port}"
+        return None
+
+    def _check_teacher_options(self) -> None:
+        if self.vtd_distill_top_k is not None and self.vtd_distill_top_k < 1:
+            raise ValueError(
+                f"`vtd_distill_top_k` must be >= 1 or None, got {self.vtd_distill_top_k}. Leave it unset to distil "
+                "over the full vocabulary (local teacher only)."
+            )
+        for name in ("teacher_server_timeout", "teacher_server_request_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"`{name}` must be > 0 seconds, got {getattr(self, name)}.")
+        if self.teacher_server_max_retries < 0:
+            raise ValueError(f"`teacher_server_max_retries` must be >= 0, got {self.teacher_server_max_retries}.")
+        url = self.teacher_server_base_url
+        if url is None:
+            return
+        if self.teacher_model_name_or_path is not None:
+            raise ValueError(
+                f"Both a teacher server ({url}) and a local teacher (`teacher_model_name_or_path="
+                f"{self.teacher_model_name_or_path!r}`) are set. Keep one."
+            )
+        if self.vtd_distill_top_k is None:
+            raise ValueError(
+                f"The teacher server at {url} returns top-k log-probs only: set `vtd_distill_top_k` (e.g. 64), at "
+                "most the server's `--max-logprobs`."
+            )
+        if self.vtd_distill_temperature != 1.0:
+            raise ValueError(
+                f"`vtd_distill_temperature={self.vtd_distill_temperature}` with a server teacher: vLLM computes prompt "
+                "log-probs from the raw logits, before any temperature, so the teacher's side could not be tempered. "
+                "Use 1.0, or a local teacher."
+            )

@@ -1,7 +1,9 @@
 import copy
 import inspect
+import math
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -27,9 +29,10 @@ from trl.trainer.utils import (
 )
 
 from .config import VtDConfig
-from .losses import check_backend, distillation_loss, dpo_loss
+from .losses import check_backend, distillation_loss, dpo_loss, sparse_distillation_loss
 from .model_card import CITATION, vtd_model_card
 from .rewards import make_correctness_reward
+from .teachers import LocalTeacher, ServerTeacher
 
 # Vocabulary columns per tile of the sequence log-probability kernel
 _LOGPROB_CHUNK = 32768
@@ -98,10 +101,18 @@ class VtDTrainer(GRPOTrainer):
         if not isinstance(args, VtDConfig):
             raise TypeError(f"`args` must be a VtDConfig, got {type(args).__name__}. Build it with VtDConfig(...).")
         teacher_model = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
-        if teacher_model is None:
+        server = None
+        if args.teacher_server_base_url is not None:
+            if teacher_model is not None:
+                raise ValueError(
+                    f"Both a teacher server ({args.teacher_server_base_url}) and a local teacher (`teacher_model=`) "
+                    "are given. Keep one."
+                )
+            server = ServerTeacher.from_config(args)  # reachable, before any model loads
+        elif teacher_model is None:
             raise ValueError(
-                "VtD needs a teacher: pass `teacher_model=` (an id, a path or a model) or set "
-                "`teacher_model_name_or_path` in the VtDConfig."
+                "VtD needs a teacher: pass `teacher_model=` (an id, a path or a model), set "
+                "`teacher_model_name_or_path` in the VtDConfig, or serve one (`teacher_server_url`)."
             )
         if isinstance(teacher_model, str) is False and args.teacher_model_init_kwargs is not None:
             raise ValueError(
@@ -138,6 +149,25 @@ class VtDTrainer(GRPOTrainer):
                 stacklevel=2,
             )
 
+        self.teacher_model = None
+        if server is not None:
+            self._check_models(None, None)
+            server.check(self._tokenizer, self.max_completion_length)
+            self.teacher = server
+        else:
+            self.teacher_model = self._load_teacher(teacher_model, teacher_processing_class)
+            teacher = self.accelerator.unwrap_model(self.teacher_model)
+            vocab = min(m.config.get_text_config().vocab_size for m in (self.model, teacher))
+            self.teacher = LocalTeacher(
+                self.teacher_model, self, args.vtd_distill_top_k, args.vtd_distill_temperature, vocab
+            )
+        self.reference_model = None if reference_model is None else self._prepare_frozen(reference_model)
+        self._forward_redirection = _ForwardRedirection()
+        self._warned_template = False
+        self._teacher_pool = ThreadPoolExecutor(max_workers=1) if server is not None else None
+
+    def _load_teacher(self, teacher_model, teacher_processing_class):
+        args = self.args
         if isinstance(teacher_model, str):
             init_kwargs = self._init_kwargs(args.teacher_model_init_kwargs, args)
             if args.teacher_model_revision is not None:
@@ -147,10 +177,7 @@ class VtDTrainer(GRPOTrainer):
             init_kwargs.setdefault("dtype", compute_dtype)
             teacher_model = create_model_from_path(teacher_model, **init_kwargs)
         self._check_models(teacher_model, teacher_processing_class)
-        self.teacher_model = self._prepare_frozen(teacher_model)
-        self.reference_model = None if reference_model is None else self._prepare_frozen(reference_model)
-        self._forward_redirection = _ForwardRedirection()
-        self._warned_template = False
+        return self._prepare_frozen(teacher_model)
 
     # ------------------------------------------------------------------ setup
 
@@ -233,32 +260,15 @@ class VtDTrainer(GRPOTrainer):
             )
         return [make_correctness_reward(args.vtd_answer_column), *reward_funcs], 0
 
-    def _check_models(self, teacher: PreTrainedModel, teacher_processing_class) -> None:
+    def _check_models(self, teacher: PreTrainedModel | None, teacher_processing_class) -> None:
+        """The student's (and a local teacher's) LM heads are ones the fused losses read, with one vocabulary.
+
+        A server teacher (`teacher=None`) has its vocabulary checked against the server (`ServerTeacher.check`)."""
         student_tokenizer = self._tokenizer
-        if teacher_processing_class is None:
-            teacher_path = get_config_model_id(teacher.config)
-            try:
-                teacher_processing_class = AutoTokenizer.from_pretrained(
-                    teacher_path,
-                    revision=self.args.teacher_model_revision,
-                    trust_remote_code=self.args.trust_remote_code,
-                )
-            except (OSError, ValueError) as error:
-                raise ValueError(
-                    f"Could not load the teacher's tokenizer from {teacher_path!r} to check that teacher and student "
-                    "share a vocabulary. Pass it as `teacher_processing_class=`."
-                ) from error
-        teacher_tokenizer = getattr(teacher_processing_class, "tokenizer", teacher_processing_class)
-        student_vocab, teacher_vocab = student_tokenizer.get_vocab(), teacher_tokenizer.get_vocab()
-        if student_vocab != teacher_vocab:
-            differing = sorted(set(student_vocab.items()) ^ set(teacher_vocab.items()), key=lambda kv: kv[1])[:5]
-            raise ValueError(
-                f"The teacher's vocabulary ({len(teacher_vocab)} tokens) differs from the student's "
-                f"({len(student_vocab)} tokens), e.g. {differing}. Token-level distillation compares next-token "
-                "distributions id by id, so both models must use the same tokenizer. Pick a teacher from the "
-                "student's model family."
-            )
-        for role, model in (("student", self.model), ("teacher", teacher)):
+        if teacher is not None:
+            self._check_vocabulary(teacher, teacher_processing_class)
+        roles = [("student", self.model)] + ([("teacher", teacher)] if teacher is not None else [])
+        for role, model in roles:
             inner = model.base_model.model if is_peft_model(model) else model
             if inner.base_model is inner:
                 raise ValueError(
@@ -288,6 +298,32 @@ class VtDTrainer(GRPOTrainer):
                 "Use 'chunked' or 'liger' (or 'auto')."
             )
 
+    def _check_vocabulary(self, teacher: PreTrainedModel, teacher_processing_class) -> None:
+        student_tokenizer = self._tokenizer
+        if teacher_processing_class is None:
+            teacher_path = get_config_model_id(teacher.config)
+            try:
+                teacher_processing_class = AutoTokenizer.from_pretrained(
+                    teacher_path,
+                    revision=self.args.teacher_model_revision,
+                    trust_remote_code=self.args.trust_remote_code,
+                )
+            except (OSError, ValueError) as error:
+                raise ValueError(
+                    f"Could not load the teacher's tokenizer from {teacher_path!r} to check that teacher and student "
+                    "share a vocabulary. Pass it as `teacher_processing_class=`."
+                ) from error
+        teacher_tokenizer = getattr(teacher_processing_class, "tokenizer", teacher_processing_class)
+        student_vocab, teacher_vocab = student_tokenizer.get_vocab(), teacher_tokenizer.get_vocab()
+        if student_vocab != teacher_vocab:
+            differing = sorted(set(student_vocab.items()) ^ set(teacher_vocab.items()), key=lambda kv: kv[1])[:5]
+            raise ValueError(
+                f"The teacher's vocabulary ({len(teacher_vocab)} tokens) differs from the student's "
+                f"({len(student_vocab)} tokens), e.g. {differing}. Token-level distillation compares next-token "
+                "distributions id by id, so both models must use the same tokenizer. Pick a teacher from the "
+                "student's model family."
+            )
+
     def _prepare_frozen(self, model: PreTrainedModel):
         """Freeze a teacher or reference model and place it the way GRPO places its reference model."""
         model.eval()
@@ -307,7 +343,7 @@ class VtDTrainer(GRPOTrainer):
         card = vtd_model_card(
             model_name=model_name or Path(self.args.output_dir).name,
             base_model=get_config_model_id(self.model.config),
-            teacher=get_config_model_id(self.accelerator.unwrap_model(self.teacher_model).config),
+            teacher=self.teacher.name,
             dataset_name=dataset_name,
             hub_model_id=getattr(self, "hub_model_id", None),
             args=self.args,
@@ -414,7 +450,19 @@ class VtDTrainer(GRPOTrainer):
         output["vtd_chosen_key"] = torch.tensor(chosen_keys, device=device) * pairs - (~pairs).long()
         output["vtd_distill"] = distill
         output["vtd_contrast"] = pairs
-        output["vtd_ref_rejected_logps"], output["vtd_ref_chosen_logps"] = self._reference_logps(output, pairs)
+        if self.args.vtd_distill_alpha == 0:
+            distill_scored = torch.zeros_like(distill)
+        else:
+            distill_scored = distill
+        if self._teacher_at_generation and self._teacher_pool is not None:
+            # The server scores while the reference policy runs here.
+            pending = self._teacher_pool.submit(self._generation_teacher_signal, output, distill_scored)
+            output["vtd_ref_rejected_logps"], output["vtd_ref_chosen_logps"] = self._reference_logps(output, pairs)
+            output.update(pending.result())
+        else:
+            if self._teacher_at_generation:
+                output.update(self._generation_teacher_signal(output, distill_scored))
+            output["vtd_ref_rejected_logps"], output["vtd_ref_chosen_logps"] = self._reference_logps(output, pairs)
 
         # Global counts of the generation batch: the normalisers of `VtDConfig` (0-dim tensors survive the split)
         local = torch.stack(
@@ -451,6 +499,39 @@ class VtDTrainer(GRPOTrainer):
             chosen_truncated / chosen_candidates if chosen_candidates else float("nan")
         )
         return output
+
+    @property
+    def _teacher_at_generation(self) -> bool:
+        return isinstance(self.teacher, ServerTeacher) or self.args.vtd_teacher_signal == "generation_batch"
+
+    @torch.no_grad()
+    def _generation_teacher_signal(self, output: dict, distill: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The teacher's signal on this process's distilled completions, once for the generation batch, as
+        `vtd_teacher_<name>` tensors `[B, T, ...]` beside the completions (zeros, or `-inf` log-probs, elsewhere).
+        Empty when no process distils."""
+        rows = distill.nonzero().squeeze(-1)
+        batch = _Batch.build(output, rows, rows[:0], self._tokenizer.pad_token_id, output.get("tool_mask"))
+        size = len(batch)
+        if self.teacher.collective:  # the same number of forwards on every process, each a micro-batch long
+            size = (
+                self.args.per_device_train_batch_size if self.model.training else self.args.per_device_eval_batch_size
+            )
+            num_parts = self._max_over_processes(-(-len(batch) // size))
+        else:
+            num_parts = 1
+        stored = {}
+        for k in range(num_parts):
+            part = slice(k * size, (k + 1) * size)
+            signal = self.teacher.signal(batch.rows(part).trimmed())
+            if signal is None:
+                return {}
+            for name, value in signal.items():
+                if name not in stored:
+                    fill = -math.inf if name == "topk_logprobs" else 0
+                    shape = (*output["completion_ids"].shape, *value.shape[2:])
+                    stored[name] = torch.full(shape, fill, dtype=value.dtype, device=output["completion_ids"].device)
+                stored[name][rows[part], : value.shape[1]] = value
+        return {f"vtd_teacher_{name}": value for name, value in stored.items()}
 
     def _chosen_sequences(self, inputs, output, all_rewards, contrast, group_size) -> tuple[list, list[int], list]:
         """The chosen completion token ids of each row (None when it has none), a key naming that sequence, and
@@ -645,31 +726,26 @@ class VtDTrainer(GRPOTrainer):
         batch = batch.dummy() if empty else batch  # a forward still runs, so every process joins the collectives
         hidden = self._hidden_states(student, batch)
         lm_head = student.get_output_embeddings()
-        teacher_head = self.accelerator.unwrap_model(self.teacher_model).get_output_embeddings()
-
         is_distilled = distill[rows]
-        teacher_hidden = self._teacher_hidden(batch.rows(is_distilled.nonzero().squeeze(-1)).trimmed())
+        signal = self._micro_batch_teacher_signal(inputs, batch, rows, is_distilled)
         is_pair = pairs[rows]
         zero = hidden.new_zeros(())
-        # The teacher's head is gathered (ZeRO-3, FSDP2) only when some process distils: `teacher_hidden` says so
-        distilling = teacher_hidden is not None
-        with maybe_gather_lm_head_ctx(lm_head.weight, teacher_head.weight if distilling else None):
+        # A dense signal needs the teacher's head, gathered (ZeRO-3, FSDP2) only when some process distils.
+        teacher_head = None
+        if signal is not None and "hidden" in signal:
+            teacher_head = self.accelerator.unwrap_model(self.teacher_model).get_output_embeddings().weight
+        with maybe_gather_lm_head_ctx(lm_head.weight, teacher_head):
             weight = _trainable_head_weight(lm_head)
-            teacher_weight = _full_tensor(teacher_head.weight) if distilling else None
             # An exact zero that touches every trainable parameter keeps DDP's reducer complete on empty batches.
             loss = 0.0 * (hidden.sum() + weight.sum())
             distill_sum = zero
-            if distilling and is_distilled.any():
-                distill_sum = distillation_loss(
-                    hidden[: len(rows)][is_distilled][:, : teacher_hidden.shape[1]],
+            if signal is not None and is_distilled.any():
+                distill_sum = self._distill_sum(
+                    hidden[: len(rows)][is_distilled],
                     weight,
-                    teacher_hidden,
-                    teacher_weight,
-                    batch.loss_mask[: len(rows)][is_distilled][:, : teacher_hidden.shape[1]].bool(),
-                    beta=args.vtd_distill_beta,
-                    temperature=args.vtd_distill_temperature,
-                    backend=args.vtd_distill_backend,
-                    num_items=1,
+                    batch.loss_mask[: len(rows)][is_distilled].bool(),
+                    signal,
+                    None if teacher_head is None else _full_tensor(teacher_head),
                 )
             contrast_sum, margin_sum, won = zero, zero, zero
             # Scored on every process, rows or not: the kernel's backward gathers the LM head under ZeRO-3, and a
@@ -708,16 +784,38 @@ class VtDTrainer(GRPOTrainer):
         scale = _logit_scale(model.config)
         return hidden if scale == 1.0 else hidden * scale
 
-    def _teacher_hidden(self, batch: "_Batch") -> torch.Tensor | None:
-        # A sharded teacher needs every process in its forward, so one process's need is everyone's.
-        if not self._max_over_processes(int(len(batch) > 0 and self.args.vtd_distill_alpha > 0)):
+    def _micro_batch_teacher_signal(self, inputs, batch: "_Batch", rows, is_distilled) -> dict | None:
+        """The teacher's signal on the micro-batch's distilled rows (`[n, L, ...]`, in their order), stored at
+        generation or computed now; None when no process distils (every process agrees)."""
+        if not self._teacher_at_generation:
+            return self.teacher.signal(batch.rows(is_distilled.nonzero().squeeze(-1)).trimmed())
+        stored = {key[len("vtd_teacher_") :]: value for key, value in inputs.items() if key.startswith("vtd_teacher_")}
+        # The dense signal's head gather is collective; the sparse loss needs nothing from other processes.
+        if not stored or ("hidden" in stored and not self._max_over_processes(int(is_distilled.any()))):
             return None
-        teacher = self.accelerator.unwrap_model(self.teacher_model)
-        with torch.no_grad():
-            hidden = self._forward_redirection(
-                self.teacher_model, teacher, self._hidden_states, teacher, batch if len(batch) else batch.dummy()
+        return {name: value[rows[is_distilled]] for name, value in stored.items()}
+
+    def _distill_sum(self, hidden, weight, mask, signal: dict, teacher_weight) -> torch.Tensor:
+        """Summed divergence of the distilled rows `[n, L, H]` against the teacher's signal (dense or top-k)."""
+        args = self.args
+        width = min(hidden.shape[1], next(iter(signal.values())).shape[1])  # beyond either, all is padding
+        hidden, mask = hidden[:, :width], mask[:, :width]
+        options = dict(beta=args.vtd_distill_beta, temperature=args.vtd_distill_temperature, num_items=1)
+        if "hidden" in signal:
+            teacher_hidden = signal["hidden"][:, :width]
+            return distillation_loss(
+                hidden, weight, teacher_hidden, teacher_weight, mask, backend=args.vtd_distill_backend, **options
             )
-        return hidden[: len(batch)]
+        vocab = min(weight.shape[0], self.teacher.vocab_size or weight.shape[0])
+        return sparse_distillation_loss(
+            hidden,
+            weight,
+            signal["topk_logprobs"][:, :width],
+            signal["topk_ids"][:, :width],
+            mask,
+            vocab_size=vocab,
+            **options,
+        )
 
     def _max_over_processes(self, value: int) -> int:
         if self.accelerator.num_processes == 1:
