@@ -111,7 +111,7 @@ class TeacherClient(VLLMClient):
         self.communicator = None
         try:
             self.check_server(connection_timeout, retry_interval=min(2.0, connection_timeout))
-        except ConnectionError as error:
+        except (ConnectionError, requests.exceptions.ConnectionError) as error:  # TRL raises the latter
             raise TeacherServerError(
                 f"The teacher server at {self.base_url} (`teacher_server_url` / `teacher_server_host` and "
                 f"`teacher_server_port`) did not answer {self.base_url}/health within {connection_timeout} s "
