@@ -258,3 +258,31 @@ def test_a_request_failing_mid_run_stops_with_a_clear_error_and_the_checkpoint_i
         resumed = build(model_dirs, tmp_path, healthy.url, **run)
         resumed.train(resume_from_checkpoint=str(checkpoint))
     assert resumed.state.global_step == 3
+
+
+def test_demo_command_with_a_teacher_server(tmp_path):
+    """README's server-teacher demo, cut to 2 steps: the script trains against a served demo teacher."""
+    import os
+    import re
+    import subprocess
+    from pathlib import Path
+
+    from vtd_trl.demo.teacher_server import load
+
+    root = Path(__file__).resolve().parents[1]
+    with serving(load("vtd-demo/teacher", max_logprobs=64)) as running:
+        port = running.server_address[1]
+        command = ["accelerate", "launch", "--num_processes", "1", str(root / "scripts" / "vtd.py"),
+                   "--config", str(root / "recipes" / "demo_server_teacher.yaml"), "--teacher_server_port", str(port),
+                   "--max_steps", "2", "--demo_train_rows", "64", "--demo_eval_rows", "16",
+                   "--output_dir", str(tmp_path / "demo")]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"teacher   served at http://127.0.0.1:{port} (top-64 log-probs)" in result.stdout
+    assert "top-64 + tail" in result.stdout
+    line = next(x for x in result.stdout.splitlines() if x.startswith("Held-out greedy accuracy (16 problems)"))
+    assert len(re.findall(r"([\d.]+)%", line)) == 2 and f"teacher http://127.0.0.1:{port}" in line
+    assert running.requests.count("/v1/completions") == 1 + 2  # the start-up probe, then one per generation batch
+    assert (tmp_path / "demo" / "model.safetensors").exists()
+    assert "vtd-demo/teacher" in (tmp_path / "demo" / "README.md").read_text()  # the served model, in the card

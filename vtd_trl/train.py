@@ -155,14 +155,20 @@ def describe_run(
     generation = f"vLLM {args.vllm_mode}" if args.use_vllm else "transformers"
     distributed = state.distributed_type.value if hasattr(state.distributed_type, "value") else state.distributed_type
     distributed = "FSDP" if _fsdp_requested(args) and world > 1 else distributed  # accelerate applies it later
+    teacher = args.teacher_model_name_or_path
+    if args.teacher_server_base_url is not None:
+        teacher = f"served at {args.teacher_server_base_url} (top-{args.vtd_distill_top_k} log-probs)"
+    kernel = f"backend {resolve_backend(args.vtd_distill_backend, state.device)}"
+    if args.vtd_distill_top_k:
+        kernel = f"top-{args.vtd_distill_top_k} + tail"
     lines = [
         f"student   {model_args.model_name_or_path} ({peft})",
-        f"teacher   {args.teacher_model_name_or_path}",
+        f"teacher   {teacher}",
         f"dataset   {script_args.dataset_name} ({len(dataset)} prompts)",
         f"sampling  K={args.num_generations} completions/prompt, {prompts_per_step:g} prompts/step, "
         f"max {args.max_completion_length} tokens, temperature {args.temperature}, {generation}",
-        f"loss      {args.vtd_distill_alpha} * distill (beta={args.vtd_distill_beta}, "
-        f"backend {resolve_backend(args.vtd_distill_backend, state.device)}) + {args.vtd_contrast_beta} * DPO "
+        f"loss      {args.vtd_distill_alpha} * distill (beta={args.vtd_distill_beta}, {kernel}) + "
+        f"{args.vtd_contrast_beta} * DPO "
         f"(beta={args.vtd_dpo_beta}, chosen: {args.vtd_chosen_source})",
         f"schedule  {steps} optimizer steps, lr {args.learning_rate}, {precision}, "
         f"{world} process(es) [{distributed}]",
@@ -243,14 +249,17 @@ def run(script_args: VtDScriptArguments, training_args: VtDConfig, model_args: M
 
     from .trainer import VtDTrainer
 
-    if training_args.teacher_model_name_or_path is None:
+    server = training_args.teacher_server_base_url
+    if training_args.teacher_model_name_or_path is None and server is None:
         raise ValueError(
-            "Set the teacher with `teacher_model_name_or_path` (recipe) or `--teacher_model_name_or_path`."
+            "Set the teacher with `teacher_model_name_or_path` (recipe) or `--teacher_model_name_or_path`, or serve "
+            "it and set `teacher_server_url` (or `teacher_server_host`)."
         )
     if model_args.model_name_or_path is None:
         raise ValueError("Set the student with `model_name_or_path` (recipe) or `--model_name_or_path`.")
     model_args.model_name_or_path = resolve_model(model_args.model_name_or_path)
-    training_args.teacher_model_name_or_path = resolve_model(training_args.teacher_model_name_or_path)
+    if server is None:
+        training_args.teacher_model_name_or_path = resolve_model(training_args.teacher_model_name_or_path)
     set_init_kwargs(training_args, model_args)
 
     # The script pushes once, after the local save, so that a hub failure (no network, no token) costs nothing.
@@ -271,7 +280,7 @@ def run(script_args: VtDScriptArguments, training_args: VtDConfig, model_args: M
         )
     if demo and state.is_main_process:
         before = demo_accuracy(model_args.model_name_or_path, tokenizer, script_args)
-        teacher = demo_accuracy(training_args.teacher_model_name_or_path, tokenizer, script_args)
+        teacher = None if server else demo_accuracy(training_args.teacher_model_name_or_path, tokenizer, script_args)
 
     trainer = VtDTrainer(
         model=model_args.model_name_or_path,
@@ -295,7 +304,8 @@ def run(script_args: VtDScriptArguments, training_args: VtDConfig, model_args: M
         after = demo_accuracy(student, tokenizer, script_args)
         state.print(
             f"Held-out greedy accuracy ({script_args.demo_eval_rows} problems): student before {before:.1%}, "
-            f"student after {after:.1%}, teacher {teacher:.1%}",
+            f"student after {after:.1%}, "
+            + (f"teacher {teacher:.1%}" if teacher is not None else f"teacher {server}"),
             flush=True,
         )
     if push_to_hub and state.is_main_process:

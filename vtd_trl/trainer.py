@@ -114,7 +114,7 @@ class VtDTrainer(GRPOTrainer):
                 "VtD needs a teacher: pass `teacher_model=` (an id, a path or a model), set "
                 "`teacher_model_name_or_path` in the VtDConfig, or serve one (`teacher_server_url`)."
             )
-        if isinstance(teacher_model, str) is False and args.teacher_model_init_kwargs is not None:
+        if teacher_model is not None and not isinstance(teacher_model, str) and args.teacher_model_init_kwargs:
             raise ValueError(
                 "`teacher_model_init_kwargs` is set but the teacher is already instantiated; drop the kwargs or pass "
                 "the teacher as an id or path."

@@ -8,6 +8,13 @@ completion to DPO; "half correct" routes half to distillation and half to DPO (a
 "distill all + DPO" (`vtd_distill_incorrect=True`) runs the teacher on every completion and DPO on half of them:
 the most VtD does in a step.
 
+"teacher per generation batch" / "teacher per micro-batch" split each generation batch into micro-batches of
+`--micro-batch` rows and run the local teacher once per generation batch (`vtd_teacher_signal="generation_batch"`, the
+default) or inside every micro-batch's loss; "top-k" distils from the teacher's top `--top-k` log-probs (plus a tail
+bucket), from the local teacher or from a stand-in `vllm serve` on localhost (`vtd_trl.demo.teacher_server`, same
+process, so it measures the HTTP and JSON cost, not a remote GPU). `--isolate` runs each setup in its own process, so
+that the peak resident memory column is that setup's.
+
 "spread lengths" replaces generation by completions of realistic spread in length (uniform between `--length` / 8
 and `--length`, a fraction `--cut-fraction` (0.2) cut at `--length`: thinking-mode completions under a length cap) and trains
 them in micro-batches of `--micro-batch` rows; "untrimmed" runs the same with every micro-batch padded to the whole
@@ -15,6 +22,8 @@ generation batch's width, as before VtD trimmed each micro-batch to its own long
 
     python scripts/bench/step.py            # about 10 minutes on 2 cores
     python scripts/bench/step.py --setups "VtDTrainer (spread lengths)" "VtDTrainer (spread lengths, untrimmed)"
+    python scripts/bench/step.py --isolate --setups DistillationTrainer "VtDTrainer (teacher per generation batch)" \
+        "VtDTrainer (teacher per micro-batch)" "VtDTrainer (top-k, local teacher)" "VtDTrainer (top-k, teacher server)"
 
 Prints a Markdown table and the ratios, and writes JSON (`--output`).
 """
@@ -22,10 +31,13 @@ Prints a Markdown table and the ratios, and writes JSON (`--output`).
 import argparse
 import json
 import os
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from collections import defaultdict
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from statistics import median
 from unittest import mock
 
@@ -38,6 +50,7 @@ from trl import DistillationConfig, DistillationTrainer, GRPOConfig, GRPOTrainer
 
 from vtd_trl import VtDConfig, VtDTrainer  # noqa: E402
 from vtd_trl.demo.models import tiny_qwen3  # noqa: E402
+from vtd_trl.demo.teacher_server import load, serving  # noqa: E402
 from vtd_trl.demo.tokenizer import build_char_tokenizer  # noqa: E402
 from vtd_trl.rewards import correctness_reward  # noqa: E402
 from vtd_trl.trainer import _Batch  # noqa: E402
@@ -53,6 +66,8 @@ def timed(trainer_cls):
             start = time.perf_counter()
             output = super()._generate_and_score_completions(inputs)
             self.timings["generation"].append((self.state.global_step, time.perf_counter() - start))
+            stored = sum(v.numel() * v.element_size() for k, v in output.items() if k.startswith("vtd_teacher_"))
+            self.timings["teacher_signal_mb"].append((self.state.global_step, stored / 2**20))
             return output
 
         def _reference_logps(self, output, pairs):  # VtD only: the DPO reference, inside the generation phase
@@ -158,8 +173,12 @@ def main():
         action="store_true",
         help="only time trimmed vs untrimmed on one spread-lengths batch, alternating",
     )
+    parser.add_argument("--top-k", type=int, default=64, help="teacher log-probs of the top-k setups")
+    parser.add_argument("--isolate", action="store_true", help="each setup in its own process (peak memory)")
     parser.add_argument("--output", default="step_bench.json")
     args = parser.parse_args()
+    if args.isolate:
+        return isolated(args)
 
     tokenizer = build_char_tokenizer(extra_tokens=[f"<w{i}>" for i in range(args.vocab - len(build_char_tokenizer()))])
     tmp = tempfile.mkdtemp()
@@ -192,10 +211,17 @@ def main():
     def vtd_trainer(name: str, reward_funcs=None, rollout_func=None, **overrides) -> VtDTrainer:
         settings = {"per_device_train_batch_size": batch, **common, **overrides}
         config = VtDConfig(output_dir=f"{tmp}/{name}", num_generations=args.k, **settings)
+        teacher = None if config.teacher_server_base_url else paths["teacher"]
         return timed(VtDTrainer)(
-            model=paths["student"], teacher_model=paths["teacher"], reward_funcs=reward_funcs, args=config,
+            model=paths["student"], teacher_model=teacher, reward_funcs=reward_funcs, args=config,
             train_dataset=Dataset.from_list(rows), rollout_func=rollout_func,
         )  # fmt: skip
+
+    def micro_batched(name: str, **overrides) -> VtDTrainer:
+        split = dict(
+            per_device_train_batch_size=args.micro_batch, gradient_accumulation_steps=batch // args.micro_batch
+        )
+        return vtd_trainer(name, vtd_distill_incorrect=True, **split, **overrides)
 
     setups = {
         "GRPOTrainer": lambda: timed(GRPOTrainer)(
@@ -226,6 +252,14 @@ def main():
             gradient_accumulation_steps=batch // args.micro_batch,
         )
 
+    setups["VtDTrainer (teacher per generation batch)"] = lambda: micro_batched("vtd_once")
+    setups["VtDTrainer (teacher per micro-batch)"] = lambda: micro_batched(
+        "vtd_each", vtd_teacher_signal="micro_batch"
+    )
+    setups["VtDTrainer (top-k, local teacher)"] = lambda: micro_batched("vtd_topk", vtd_distill_top_k=args.top_k)
+    setups["VtDTrainer (top-k, teacher server)"] = lambda url: micro_batched(
+        "vtd_server", vtd_distill_top_k=args.top_k, teacher_server_url=url
+    )
     setups["VtDTrainer (spread lengths)"] = lambda: spread("vtd_spread")
     setups["VtDTrainer (spread lengths, untrimmed)"] = lambda: spread("vtd_spread_untrimmed")
     if args.trim_ab:
@@ -236,10 +270,13 @@ def main():
         if args.setups and name not in args.setups:
             continue
         torch.manual_seed(0)
-        trainer = build()
-        trainer.timings.clear()
-        untrimmed = mock.patch.object(_Batch, "trimmed", lambda self: self) if "untrimmed" in name else None
-        with untrimmed or nullcontext():
+        with ExitStack() as stack:
+            # The teacher server (its own copy of the teacher, as a remote one holds) serves build and training.
+            running = stack.enter_context(serving(load(paths["teacher"], args.top_k))) if "server" in name else None
+            trainer = build(running.url) if running else build()
+            trainer.timings.clear()
+            if "untrimmed" in name:
+                stack.enter_context(mock.patch.object(_Batch, "trimmed", lambda self: self))
             trainer.train()
         # per optimizer step (the micro-batches of one step summed), median over the steps after the warm-up one
         timings = {}
@@ -252,6 +289,7 @@ def main():
         if fractions:
             timings["distill_fraction"] = median(h["vtd/distill_fraction"] for h in fractions[1:])
             timings["contrast_fraction"] = median(h["vtd/contrast_fraction"] for h in fractions[1:])
+        timings["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         results[name] = timings
         print(f"done: {name} {timings}", flush=True)
 
@@ -260,19 +298,37 @@ def main():
         f"H_student={args.student_hidden} H_teacher={args.teacher_hidden} layers={args.layers} "
         f"torch={torch.__version__} threads={torch.get_num_threads()}\n"
     )
+    report(results, args)
+
+
+def isolated(args) -> None:
+    """Each setup in a fresh process, so that `peak_rss_mb` (the process's high-water mark) is that setup's alone."""
+    results = {}
+    for name in args.setups or []:
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            argv = [a for a in sys.argv[1:] if a != "--isolate"]
+            argv = argv[: argv.index("--setups")] if "--setups" in argv else argv
+            subprocess.run([sys.executable, __file__, *argv, "--setups", name, "--output", out.name], check=True)
+            results.update(json.load(open(out.name))["results"])
+    report(results, args)
+
+
+def report(results: dict, args) -> None:
     print(
-        "| trainer | generation s | (of which DPO reference) | loss + backward s | total s | VtD forward positions |"
+        "| trainer | generation s | (of which DPO reference) | loss + backward s | total s | VtD forward positions "
+        "| peak RSS MB | teacher signal held MB |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name, t in results.items():
         total = t["generation"] + t["loss_backward"]
         t["total"] = total
         print(
             f"| {name} | {t['generation']:.2f} | {t.get('reference', 0.0):.2f} | {t['loss_backward']:.2f} | {total:.2f} "
-            f"| {t.get('forward_positions', 0):,.0f} |"
+            f"| {t.get('forward_positions', 0):,.0f} | {t.get('peak_rss_mb', 0):,.0f} "
+            f"| {t.get('teacher_signal_mb', 0):.1f} |"
         )
     base = results.get("DistillationTrainer")
-    for name in ("VtDTrainer", "VtDTrainer (half correct)", "VtDTrainer (distill all + DPO)"):
+    for name in [name for name in results if name.startswith("VtDTrainer") and "spread" not in name]:
         vtd = results.get(name)
         if base is None or vtd is None:
             continue
