@@ -736,6 +736,8 @@ class VtDTrainer(GRPOTrainer):
             teacher_head = self.accelerator.unwrap_model(self.teacher_model).get_output_embeddings().weight
         with maybe_gather_lm_head_ctx(lm_head.weight, teacher_head):
             weight = _trainable_head_weight(lm_head)
+            # Gathered on every process or on none (FSDP2's full_tensor is a collective), rows or not
+            teacher_weight = None if teacher_head is None else _full_tensor(teacher_head)
             # An exact zero that touches every trainable parameter keeps DDP's reducer complete on empty batches.
             loss = 0.0 * (hidden.sum() + weight.sum())
             distill_sum = zero
@@ -745,7 +747,7 @@ class VtDTrainer(GRPOTrainer):
                     weight,
                     batch.loss_mask[: len(rows)][is_distilled].bool(),
                     signal,
-                    None if teacher_head is None else _full_tensor(teacher_head),
+                    teacher_weight,
                 )
             contrast_sum, margin_sum, won = zero, zero, zero
             # Scored on every process, rows or not: the kernel's backward gathers the LM head under ZeRO-3, and a

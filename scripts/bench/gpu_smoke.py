@@ -6,6 +6,14 @@ for `--steps` optimizer steps with transformers generation and short completions
 tokens per second and peak GPU memory as a Markdown table (and JSON, `--output`).
 
     python scripts/bench/gpu_smoke.py --backends liger chunked
+
+The server-teacher leg (`gpu_smoke.sh` runs it when vLLM is installed) saves a shallower teacher-shaped model, serves
+it with `vllm serve`, and runs the same steps with its top-k log-probs, beside the local teacher at the same k:
+
+    python scripts/bench/gpu_smoke.py --save-teacher /tmp/teacher --teacher-layers 4
+    vllm serve /tmp/teacher --port 8011 --max-logprobs 64 --logprobs-mode processed_logprobs &
+    python scripts/bench/gpu_smoke.py --teacher-dir /tmp/teacher --backends topk-local topk-server \
+        --teacher-server http://127.0.0.1:8011
 """
 
 import argparse
@@ -60,12 +68,26 @@ def main():
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--output", default="gpu_smoke.json")
     parser.add_argument("--cpu-dry-run", action="store_true", help="tiny shapes on CPU, to check the script itself")
+    parser.add_argument("--top-k", type=int, default=64, help="teacher log-probs of the topk-* backends")
+    parser.add_argument("--teacher-layers", type=int, default=None, help="a shallower teacher of the same width")
+    parser.add_argument("--save-teacher", default=None, help="save the teacher (and tokenizer) here and exit")
+    parser.add_argument("--teacher-dir", default=None, help="load the teacher saved by --save-teacher")
+    parser.add_argument("--teacher-server", default=None, help="URL of `vllm serve <teacher-dir>`, for topk-server")
     args = parser.parse_args()
     device = "cpu" if args.cpu_dry_run else "cuda"
     shapes = {"student": TINY, "teacher": TINY} if args.cpu_dry_run else SHAPES
+    if args.teacher_layers:
+        shapes["teacher"] = {**shapes["teacher"], "num_hidden_layers": args.teacher_layers}
 
     tokenizer = build_char_tokenizer()
-    teacher = qwen3_shaped(tokenizer, shapes["teacher"], seed=1, device=device)
+    if args.teacher_dir:
+        teacher = AutoModelForCausalLM.from_pretrained(args.teacher_dir, dtype=torch.bfloat16, device_map=device)
+    else:
+        teacher = qwen3_shaped(tokenizer, shapes["teacher"], seed=1, device=device)
+    if args.save_teacher:
+        teacher.save_pretrained(args.save_teacher)
+        tokenizer.save_pretrained(args.save_teacher)
+        return
     rows = [
         {"prompt": [{"role": "user", "content": f"What is {a}+{a + 7}?"}], "answer": str(2 * a + 7),
          "reference": f"{a}+{a + 7}={2 * a + 7}. \\boxed{{{2 * a + 7}}}"}
@@ -86,7 +108,9 @@ def main():
             bf16=not args.cpu_dry_run,
             use_cpu=args.cpu_dry_run,
             gradient_checkpointing=True,
-            vtd_distill_backend=backend,
+            vtd_distill_backend=backend if backend in ("liger", "chunked") else "auto",
+            vtd_distill_top_k=args.top_k if backend.startswith("topk") else None,
+            teacher_server_url=args.teacher_server if backend == "topk-server" else None,
             vtd_distill_incorrect=True,  # random models are never right: distil every completion, DPO on all
             logging_steps=1,
             report_to=[],
@@ -94,11 +118,11 @@ def main():
         )
         trainer = VtDTrainer(
             model=student,
-            teacher_model=teacher,
+            teacher_model=None if backend == "topk-server" else teacher,
             args=config,
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
-            teacher_processing_class=tokenizer,
+            teacher_processing_class=None if backend == "topk-server" else tokenizer,
         )
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -127,10 +151,13 @@ def main():
     print(
         f"{args.prompts} prompts x K={args.k}, {args.length} completion tokens, {args.steps} steps (first = warm-up)\n"
     )
-    print("| backend | step s | completion tokens/s | peak GPU GB |")
-    print("|---|---|---|---|")
+    print("| backend | step s | completion tokens/s | peak GPU GB | first loss |")
+    print("|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['backend']} | {r['step_s']:.2f} | {r['completion_tokens_per_s']:.0f} | {r['peak_gb']:.1f} |")
+        print(
+            f"| {r['backend']} | {r['step_s']:.2f} | {r['completion_tokens_per_s']:.0f} | {r['peak_gb']:.1f} "
+            f"| {r['loss'][0]:.6g} |"
+        )
     with open(args.output, "w") as f:
         json.dump(results, f, indent=2)
 
