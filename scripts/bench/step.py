@@ -9,7 +9,7 @@ completion to DPO; "half correct" routes half to distillation and half to DPO (a
 the most VtD does in a step.
 
 "teacher per generation batch" / "teacher per micro-batch" split each generation batch into micro-batches of
-`--micro-batch` rows and run the local teacher once per generation batch (`vtd_teacher_signal="generation_batch"`, the
+`--micro-batch` rows, distil every completion (no DPO: each is cut at `--length`), and run the local teacher once per generation batch (`vtd_teacher_signal="generation_batch"`, the
 default) or inside every micro-batch's loss; "top-k" distils from the teacher's top `--top-k` log-probs (plus a tail
 bucket), from the local teacher or from a stand-in `vllm serve` on localhost (`vtd_trl.demo.teacher_server`, same
 process, so it measures the HTTP and JSON cost, not a remote GPU). `--isolate` runs each setup in its own process, so
@@ -238,9 +238,15 @@ def main():
             args=DistillationConfig(output_dir=f"{tmp}/distill", per_device_train_batch_size=batch, **common),
             train_dataset=Dataset.from_list([row for row in rows for _ in range(args.k)]),
         ),
-        "VtDTrainer": lambda: vtd_trainer("vtd"),
-        "VtDTrainer (half correct)": lambda: vtd_trainer("vtd_half", reward_funcs=half_correct),
-        "VtDTrainer (distill all + DPO)": lambda: vtd_trainer("vtd_all", vtd_distill_incorrect=True),
+        # Every completion is cut at --length (no EOS); the seed's rule still gives the incorrect ones a DPO pair, which
+        # is what these three routes measure (by default a cut incorrect completion is distilled only).
+        "VtDTrainer": lambda: vtd_trainer("vtd", vtd_truncated_completions="contrast"),
+        "VtDTrainer (half correct)": lambda: vtd_trainer(
+            "vtd_half", reward_funcs=half_correct, vtd_truncated_completions="contrast"
+        ),
+        "VtDTrainer (distill all + DPO)": lambda: vtd_trainer(
+            "vtd_all", vtd_distill_incorrect=True, vtd_truncated_completions="contrast"
+        ),
     }
 
     def spread(name: str) -> VtDTrainer:  # a fresh rollout each, so both setups see the same completions
