@@ -37,10 +37,11 @@ def split_completions(prompt_text: str, position: int, row: int) -> str:
     return mixed_completions(prompt_text, 2 * (position % 2) + (row < 8))
 
 
-def train_two_steps(model_dirs, output_dir, per_device: int, sharded: bool = False) -> VtDTrainer:
+def train_two_steps(model_dirs, output_dir, per_device: int, sharded: bool = False, **overrides) -> VtDTrainer:
     """Two SGD steps, each one generation batch of 16 completions in 2 accumulation steps per process.
 
     `sharded`: under DeepSpeed or FSDP, which accelerate applies on CPU only with `use_cpu=False` and gloo.
+    `overrides`: more `VtDConfig` fields (e.g. a teacher server, which replaces the local teacher).
     """
     args = vtd_args(
         output_dir,
@@ -55,12 +56,13 @@ def train_two_steps(model_dirs, output_dir, per_device: int, sharded: bool = Fal
         max_grad_norm=1e6,  # no clipping, but the norm is logged
         use_cpu=not sharded,
         ddp_backend="gloo" if sharded else None,
+        **overrides,
     )
     if sharded:
         allow_fsdp_on_cpu(args)
     trainer = VtDTrainer(
         model=model_dirs["student"],
-        teacher_model=model_dirs["teacher"],
+        teacher_model=None if args.teacher_server_base_url else model_dirs["teacher"],
         args=args,
         train_dataset=Dataset.from_list(arithmetic_rows(8)),
         rollout_func=fixed_rollout(split_completions),
@@ -248,3 +250,27 @@ def test_frozen_models_load_without_device_map_when_distributed(distributed_type
     )
     kwargs = VtDTrainer._init_kwargs({"device_map": "auto"}, args)
     assert kwargs["device_map"] == ("auto" if distributed_type == DistributedType.NO else None)
+
+
+def test_two_processes_with_a_teacher_server_match_one(model_dirs, tmp_path, tokenizer):
+    """DDP with a served teacher: each process sends its own distilled rows (here one process has none), and the
+    loss, grad-norm and update equal one process's with the same server."""
+    from vtd_trl.demo.teacher_server import load, serving
+
+    vocab = str(len(tokenizer))
+    with serving(load(model_dirs["teacher"], max_logprobs=len(tokenizer))) as server:
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "ddp.yaml"),
+                   "--main_process_port", str(free_port()), str(ROOT / "tests" / "scripts" / "sharded_steps.py"),
+                   str(Path(model_dirs["student"]).parent), str(tmp_path / "two"), "--teacher-server", server.url,
+                   vocab]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-4000:]
+        # 2 start-up probes, then per step one request from the process that holds the distilled rows
+        assert server.requests.count("/v1/completions") == 2 + 2
+        one = train_two_steps(model_dirs, tmp_path / "one", per_device=8, teacher_server_url=server.url,
+                              vtd_distill_top_k=int(vocab))  # fmt: skip
+    two = torch.load(tmp_path / "two" / "result.pt")
+    assert two["num_processes"] == 2
+    steps = [(entry["loss"], entry["grad_norm"]) for entry in one.state.log_history if "loss" in entry]
+    assert_matches_one_process(two, {"steps": steps, "student": full_state_dict(one.model)}, model_dirs)

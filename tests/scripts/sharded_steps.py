@@ -1,12 +1,12 @@
 """VtD under the accelerate config this is launched with (2 CPU processes): what tests/test_distributed.py checks.
 
     accelerate launch --config_file recipes/accelerate/cpu/zero3.yaml tests/scripts/sharded_steps.py MODELS OUT \
-        [--head-unit] [--demo DEMO_ARGS...]
+        [--head-unit] [--teacher-server URL TOP_K] [--demo DEMO_ARGS...]
 
 Two optimizer steps on a fixed split rollout; rank 0 saves (OUT/result.pt) the loss and grad-norm of each step, how
 each model is sharded, and the whole trained student, teacher and DPO reference; the student is also saved with
 `save_model` (OUT/saved). `--head-unit` (FSDP2) repeats the run with every Linear, the LM head too, its own FSDP
-unit. `--demo` then runs scripts/vtd.py with the arguments that follow, in the same processes.
+unit. `--teacher-server` trains with that server as the teacher instead (top-k log-probs). `--demo` then runs scripts/vtd.py with the arguments that follow, in the same processes.
 
 Under DeepSpeed, its shared-memory communication op is turned off: DeepSpeed JIT-compiles it when its process group
 starts on CPU (70 s on 2 cores the first time, then cached in ~/.cache/torch_extensions), though only its inference
@@ -39,11 +39,17 @@ def head_unit_parameters(head) -> int | None:
     return len(head._get_fsdp_state()._fsdp_param_group.fsdp_params)
 
 
-def run(model_dirs: dict, out: Path) -> dict:
+def run(model_dirs: dict, out: Path, **overrides) -> dict:
     sharded = any(os.environ.get(f"ACCELERATE_USE_{mode}") == "true" for mode in ("DEEPSPEED", "FSDP"))
-    trainer = train_two_steps(model_dirs, out / "run", per_device=4, sharded=sharded)
+    trainer = train_two_steps(model_dirs, out / "run", per_device=4, sharded=sharded, **overrides)
     unwrap = trainer.accelerator.unwrap_model
     models = {"student": trainer.model_wrapped, "teacher": trainer.teacher_model, "reference": trainer.reference_model}
+    if trainer.teacher_model is None:  # a teacher server
+        return {
+            "num_processes": trainer.accelerator.num_processes,
+            "steps": [(entry["loss"], entry["grad_norm"]) for entry in trainer.state.log_history if "loss" in entry],
+            "student": full_state_dict(unwrap(trainer.model)),
+        }
     result = {
         "distributed_type": str(trainer.accelerator.distributed_type),
         "num_processes": trainer.accelerator.num_processes,
@@ -64,7 +70,11 @@ if __name__ == "__main__":
     models, out, options = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
     demo_args = options[options.index("--demo") + 1 :] if "--demo" in options else None
     model_dirs = {"student": str(models / "student"), "teacher": str(models / "teacher")}
-    result = run(model_dirs, out)
+    overrides = {}
+    if "--teacher-server" in options:
+        url, top_k = options[options.index("--teacher-server") + 1 : options.index("--teacher-server") + 3]
+        overrides = {"teacher_server_url": url, "vtd_distill_top_k": int(top_k)}
+    result = run(model_dirs, out, **overrides)
     if "--head-unit" in options:
         os.environ["FSDP_TRANSFORMER_CLS_TO_WRAP"] = "Qwen3DecoderLayer,Linear"
         result["head_unit"] = run(model_dirs, out / "head_unit")
