@@ -450,18 +450,14 @@ class VtDTrainer(GRPOTrainer):
         output["vtd_chosen_key"] = torch.tensor(chosen_keys, device=device) * pairs - (~pairs).long()
         output["vtd_distill"] = distill
         output["vtd_contrast"] = pairs
-        if self.args.vtd_distill_alpha == 0:
-            distill_scored = torch.zeros_like(distill)
-        else:
-            distill_scored = distill
-        if self._teacher_at_generation and self._teacher_pool is not None:
-            # The server scores while the reference policy runs here.
-            pending = self._teacher_pool.submit(self._generation_teacher_signal, output, distill_scored)
+        scored = distill if self.args.vtd_distill_alpha > 0 else torch.zeros_like(distill)
+        if self._teacher_pool is not None:  # a server scores while the reference policy runs here
+            pending = self._teacher_pool.submit(self._generation_teacher_signal, output, scored)
             output["vtd_ref_rejected_logps"], output["vtd_ref_chosen_logps"] = self._reference_logps(output, pairs)
             output.update(pending.result())
         else:
             if self._teacher_at_generation:
-                output.update(self._generation_teacher_signal(output, distill_scored))
+                output.update(self._generation_teacher_signal(output, scored))
             output["vtd_ref_rejected_logps"], output["vtd_ref_chosen_logps"] = self._reference_logps(output, pairs)
 
         # Global counts of the generation batch: the normalisers of `VtDConfig` (0-dim tensors survive the split)

@@ -30,6 +30,7 @@ class TeacherServer(ThreadingHTTPServer):
         self.model, self.tokenizer = model.eval(), tokenizer
         self.max_logprobs, self.name, self.max_len = max_logprobs, name, max_len
         self.requests: list[str] = []  # paths of the requests received, in order
+        self.decoded = [tokenizer.decode([i]) for i in range(model.config.vocab_size)]
         self._lock = threading.Lock()  # one forward at a time
 
     @property
@@ -51,7 +52,7 @@ class TeacherServer(ThreadingHTTPServer):
         positions: list[dict | None] = [None]
         for t in range(len(ids) - 1):
             entry = {
-                str(i): {"logprob": v, "rank": r + 1, "decoded_token": self.tokenizer.decode([i])}
+                str(i): {"logprob": v, "rank": r + 1, "decoded_token": self.decoded[i]}
                 for r, (i, v) in enumerate(zip(top[t].tolist(), values[t].tolist()))
             }
             token = ids[t + 1]
@@ -59,7 +60,7 @@ class TeacherServer(ThreadingHTTPServer):
                 entry[str(token)] = {
                     "logprob": actual[t].item(),
                     "rank": int(ranks[t]),
-                    "decoded_token": self.tokenizer.decode([token]),
+                    "decoded_token": self.decoded[token],
                 }
             positions.append(entry)
         return positions
