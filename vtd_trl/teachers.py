@@ -10,7 +10,6 @@ leading dimensions `[n, L]`:
   top-k log-probabilities, for `vtd_trl.losses.sparse_distillation_loss`.
 """
 
-import logging
 import math
 import time
 
@@ -18,12 +17,10 @@ import requests
 import torch
 from requests.adapters import HTTPAdapter
 from trl.generation.vllm_client import VLLMClient
-from trl.trainer.utils import maybe_gather_lm_head_ctx
+from trl.trainer.utils import get_config_model_id, maybe_gather_lm_head_ctx
 from urllib3.util.retry import Retry
 
 from .losses import topk_logprobs
-
-logger = logging.getLogger(__name__)
 
 
 class Teacher:
@@ -50,7 +47,9 @@ class LocalTeacher(Teacher):
 
     collective = True
 
-    def __init__(self, model, trainer, top_k: int | None = None, temperature: float = 1.0, vocab_size: int = 0):
+    def __init__(
+        self, model, trainer, top_k: int | None = None, temperature: float = 1.0, vocab_size: int | None = None
+    ):
         self.model, self.trainer = model, trainer
         self.top_k, self.temperature, self.vocab_size = top_k, temperature, vocab_size
 
@@ -60,7 +59,7 @@ class LocalTeacher(Teacher):
 
     @property
     def name(self) -> str:
-        return self.unwrapped.config._name_or_path
+        return get_config_model_id(self.unwrapped.config)
 
     @torch.no_grad()
     def signal(self, batch) -> dict[str, torch.Tensor] | None:
