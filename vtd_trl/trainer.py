@@ -70,6 +70,8 @@ class VtDTrainer(GRPOTrainer):
         model: the student: a model id, a path, a `PreTrainedModel` or a `PeftModel`, as for `GRPOTrainer`.
         teacher_model: the frozen teacher: an id, a path or a `PreTrainedModel`. Defaults to
             `args.teacher_model_name_or_path`. Its vocabulary must be the student's (a larger padded head is fine).
+            Leave it unset with a teacher server (`args.teacher_server_url`): the server then scores the distilled
+            completions (`vtd_trl.teachers.ServerTeacher`, top-k log-probs), and no teacher model is loaded.
         args: a `VtDConfig`.
         train_dataset: rows with the columns `prompt`, `vtd_answer_column` and (for reference-chosen pairs)
             `vtd_reference_column`.
