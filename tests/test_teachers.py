@@ -220,8 +220,14 @@ def test_server_with_another_vocabulary_is_refused_at_start(model_dirs, tmp_path
 
 def test_server_allowing_fewer_logprobs_than_k_is_refused_at_start(model_dirs, tmp_path, teacher):
     with serving(make_server(teacher, max_logprobs=4)) as running:
-        with pytest.raises(TeacherServerError, match="--max-logprobs 8"):
+        with pytest.raises(TeacherServerError, match="--max-logprobs 8.*Training has not started"):
             build(model_dirs, tmp_path, running.url, vtd_distill_top_k=8, teacher_server_max_retries=0)
+
+
+def test_server_with_a_short_context_is_refused_at_start(model_dirs, tmp_path, teacher):
+    with serving(make_server(teacher, max_len=32)) as running:
+        with pytest.raises(ValueError, match=r"max_model_len=32.*max_completion_length=64"):
+            build(model_dirs, tmp_path, running.url, vtd_distill_top_k=8)
 
 
 def test_a_slow_or_failing_request_is_retried(model_dirs, tmp_path, teacher):

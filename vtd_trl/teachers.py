@@ -87,8 +87,9 @@ class TeacherServerError(RuntimeError):
 class TeacherClient(VLLMClient):
     """TRL's `VLLMClient` for scoring only: per-request timeout and a retry policy of our own.
 
-    Own constructor (one line of TRL's each): `VLLMClient.__init__` requires vLLM on this machine for the weight
-    sync it sets up, which scoring never uses. `check_server`, `get_sequence_logprobs` and its parsing are TRL's.
+    Own constructor: `VLLMClient.__init__` requires vLLM installed here for the weight sync it prepares, which
+    scoring never uses; this one sets up the same session, base URL and served model id. `check_server`,
+    `get_sequence_logprobs` and its parsing are TRL's.
     """
 
     def __init__(self, base_url: str, *, connection_timeout: float, request_timeout: float, max_retries: int):
@@ -150,7 +151,7 @@ class ServerTeacher(Teacher):
     def name(self) -> str:
         return self.client.model
 
-    def check(self, tokenizer, max_length: int) -> None:
+    def check(self, tokenizer, max_completion_length: int) -> None:
         """At start: the server's tokenizer is the student's, its context fits, and it returns `top_k` log-probs."""
         # vLLM has no endpoint for the whole vocabulary; a text that touches a spread of the student's tokens
         # tokenizes to the same ids only under the same vocabulary.
@@ -165,12 +166,13 @@ class ServerTeacher(Teacher):
                 f"first difference at token {first}). Token-level distillation compares next-token distributions id "
                 "by id: serve a teacher of the student's model family."
             )
-        if answer.get("max_model_len") and answer["max_model_len"] < max_length:
+        if answer.get("max_model_len") and answer["max_model_len"] <= max_completion_length:
             raise ValueError(
-                f"The teacher server's context (`max_model_len={answer['max_model_len']}`) is shorter than a prompt "
-                f"plus a completion ({max_length} tokens). Restart it with `--max-model-len {max_length}` or more."
+                f"The teacher server's context (`max_model_len={answer['max_model_len']}`) cannot hold a prompt and a "
+                f"completion of `max_completion_length={max_completion_length}` tokens. Restart it with a "
+                "`--max-model-len` of the longest prompt plus that."
             )
-        self.signal_of_sequences([expected[:2]], [1])
+        self.signal_of_sequences([expected[:2]], [1], what="probe")
 
     def signal(self, batch) -> dict[str, torch.Tensor] | None:
         sequences, prompt_lengths = [], []
@@ -184,7 +186,7 @@ class ServerTeacher(Teacher):
         device = batch.targets.device
         return {"topk_logprobs": logprobs.to(device), "topk_ids": ids.to(device)}
 
-    def signal_of_sequences(self, sequences, prompt_lengths, width: int | None = None):
+    def signal_of_sequences(self, sequences, prompt_lengths, width: int | None = None, what: str = "score"):
         """`[n, width, k]` top-k log-probs and ids of each sequence's positions after its prompt."""
         width = max([len(s) - p for s, p in zip(sequences, prompt_lengths)], default=0) if width is None else width
         logprobs = torch.full((len(sequences), width, self.top_k), -math.inf)
@@ -192,7 +194,7 @@ class ServerTeacher(Teacher):
         if not sequences:
             return logprobs, ids
         answer = self._request(
-            "score",
+            what,
             "/v1/completions",
             call=lambda: self.client.get_sequence_logprobs(sequences, prompt_lengths, top_logprobs=self.top_k),
         )
@@ -212,10 +214,14 @@ class ServerTeacher(Teacher):
             hint = ""
             if "logprobs" in text and ("max" in text or "greater" in text):
                 hint = f" Restart it with `--max-logprobs {self.top_k}` or more, or lower `vtd_distill_top_k`."
+            stopped = " Training has not started."
+            if what == "score":
+                stopped = (
+                    " Training stopped before this step's update; the checkpoints already saved are intact (resume "
+                    "with `--resume_from_checkpoint`)."
+                )
             raise TeacherServerError(
                 f"The teacher server at {client.base_url}{path} failed a {what} request after "
                 f"{client.max_retries} retries and {time.monotonic() - start:.0f} s "
-                f"(`teacher_server_max_retries`, `teacher_server_request_timeout`): {text[:500]}.{hint} Training "
-                "stopped before this step's update; the checkpoints already saved are intact (resume with "
-                "`--resume_from_checkpoint`)."
+                f"(`teacher_server_max_retries`, `teacher_server_request_timeout`): {text[:500]}.{hint}{stopped}"
             ) from error
