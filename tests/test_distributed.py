@@ -274,3 +274,18 @@ def test_two_processes_with_a_teacher_server_match_one(model_dirs, tmp_path, tok
     assert two["num_processes"] == 2
     steps = [(entry["loss"], entry["grad_norm"]) for entry in one.state.log_history if "loss" in entry]
     assert_matches_one_process(two, {"steps": steps, "student": full_state_dict(one.model)}, model_dirs)
+
+
+def test_zero3_with_the_local_teachers_top_k_matches_one_process(model_dirs, tmp_path, tokenizer, one_process):
+    """ZeRO-3 with the local teacher's top-k signal (its head gathered for the top-k at generation): at k = the
+    vocabulary it matches the dense one-process run."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "zero3.yaml"),
+               "--main_process_port", str(free_port()), str(ROOT / "tests" / "scripts" / "sharded_steps.py"),
+               str(Path(model_dirs["student"]).parent), str(tmp_path), "--top-k", str(len(tokenizer))]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    result = torch.load(tmp_path / "result.pt")
+    assert result["top_k"] == len(tokenizer)
+    assert_mode_is_active("zero3", result)
+    assert_matches_one_process(result, one_process, model_dirs)
