@@ -292,3 +292,14 @@ def test_demo_command_with_a_teacher_server(tmp_path):
     assert running.requests.count("/v1/completions") == 1 + 2  # the start-up probe, then one per generation batch
     assert (tmp_path / "demo" / "model.safetensors").exists()
     assert "vtd-demo/teacher" in (tmp_path / "demo" / "README.md").read_text()  # the served model, in the card
+
+
+@pytest.mark.parametrize(("when", "calls"), [("generation_batch", 1), ("micro_batch", 2)])
+def test_local_teacher_runs_once_for_all_iterations_on_a_generation_batch(model_dirs, tmp_path, when, calls):
+    """GRPO's `num_iterations=2` trains twice on each generation batch: once per generation batch scores it once."""
+    trainer = build(model_dirs, tmp_path, num_iterations=2, max_steps=2, vtd_teacher_signal=when)
+    seen = []
+    original = trainer.teacher.signal
+    trainer.teacher.signal = lambda batch: seen.append(len(batch)) or original(batch)
+    trainer.train()
+    assert len(seen) == calls and all(n == 4 for n in seen)  # the 4 correct completions, each time
