@@ -475,31 +475,46 @@ class VtDTrainer(GRPOTrainer):
         ]
         drop = self.args.vtd_drop_truncated_chosen
         references: dict[int, list[int] | None] = {}
+
+        # Each finder returns (ids or None, key, cut): cut is None when it found no candidate at all.
+        def reference(row, group):
+            if group not in references:
+                references[group] = self._reference_completion_ids(
+                    row["prompt"], row.get(self.args.vtd_reference_column)
+                )
+            ids = references[group]
+            if ids is None:
+                return None, -1, None
+            is_cut = ids[-1] not in self.eos_token_ids
+            return (None, -1, True) if is_cut and drop else (ids, group, is_cut)
+
+        def sibling(row, group):
+            is_cut = None
+            for j in range(group * group_size, (group + 1) * group_size):
+                if not correct[j]:
+                    continue
+                candidate = siblings[j][: self._max_chosen_length]
+                whole = candidate[-1] in self.eos_token_ids
+                if whole or not drop:  # the first correct sibling (that ends in EOS, when dropping cut ones)
+                    return candidate, len(all_rewards) + j, not whole
+                is_cut = True
+            return None, -1, is_cut
+
+        finders = {
+            "reference": (reference,),
+            "sibling": (sibling,),
+            "reference_then_sibling": (reference, sibling),
+            "sibling_then_reference": (sibling, reference),
+        }[source]
         chosen, keys, cut = [], [], []
         for i, row in enumerate(inputs):
-            index = offset + i
-            group = index // group_size
+            group = (offset + i) // group_size
             ids, key, is_cut = None, -1, False
-            if contrast[i] and source != "sibling":
-                if group not in references:
-                    references[group] = self._reference_completion_ids(
-                        row["prompt"], row.get(self.args.vtd_reference_column)
-                    )
-                ids, key = references[group], group
-                if ids is not None and ids[-1] not in self.eos_token_ids:
-                    is_cut = True
-                    if drop:
-                        ids, key = None, -1
-            if contrast[i] and ids is None and siblings is not None:
-                for j in range(group * group_size, (group + 1) * group_size):
-                    if not correct[j]:
-                        continue
-                    candidate = siblings[j][: self._max_chosen_length]
-                    whole = candidate[-1] in self.eos_token_ids
-                    if whole or not drop:  # the first correct sibling (that ends in EOS, when dropping cut ones)
-                        ids, key, is_cut = candidate, len(all_rewards) + j, not whole
-                        break
-                    is_cut = True
+            for find in finders if contrast[i] else ():
+                ids, key, found_cut = find(row, group)
+                is_cut = is_cut if found_cut is None else found_cut
+                if ids is not None:
+                    break
             chosen.append(ids)
             keys.append(key)
             cut.append(is_cut)
@@ -606,7 +621,9 @@ class VtDTrainer(GRPOTrainer):
         unwrapped = self.accelerator.unwrap_model(model)
         # The whole loss runs inside the wrapper's forward, so DDP / FSDP / ZeRO-3 see one forward per micro-batch.
         loss, sums = self._forward_redirection(model, unwrapped, self._vtd_loss, unwrapped, inputs, mode)
-        distill_sum, contrast_sum, margin_sum, won, pairs = self.accelerator.reduce(sums, reduction="sum").tolist()
+        distill_sum, contrast_sum, margin_sum, won, pairs, *nll_sum = self.accelerator.reduce(
+            sums, reduction="sum"
+        ).tolist()
         steps = self.args.steps_per_generation if mode == "train" else 1
         distill_norm, contrast_norm = self._normalizers(inputs)
         metrics = self._metrics[mode]
@@ -614,6 +631,8 @@ class VtDTrainer(GRPOTrainer):
         metrics["vtd/contrast_loss"].append(contrast_sum * steps / contrast_norm.item())
         metrics["vtd/dpo_margin"].append(margin_sum / pairs if pairs else float("nan"))
         metrics["vtd/dpo_accuracy"].append(won / pairs if pairs else float("nan"))
+        if nll_sum:  # `vtd_chosen_nll_weight > 0`: the chosen sequences' mean per-token NLL, averaged over the pairs
+            metrics["vtd/chosen_nll"].append(nll_sum[0] / pairs if pairs else float("nan"))
         return loss
 
     def _normalizers(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -671,7 +690,7 @@ class VtDTrainer(GRPOTrainer):
                     backend=args.vtd_distill_backend,
                     num_items=1,
                 )
-            contrast_sum, margin_sum, won = zero, zero, zero
+            contrast_sum, margin_sum, won, nll_sum = zero, zero, zero, zero
             # Scored on every process, rows or not: the kernel's backward gathers the LM head under ZeRO-3, and a
             # process that skipped it would leave the others waiting.
             if args.vtd_contrast_beta > 0:
@@ -679,10 +698,21 @@ class VtDTrainer(GRPOTrainer):
                 pair_rows = is_pair.nonzero().squeeze(-1)
                 scored = torch.cat([pair_rows, torch.arange(len(rows), len(batch), device=rows.device)])
                 logps = _sequence_logps_from_hidden(hidden[scored], weight, batch.rows(scored))
-                rejected, chosen = logps[:num_pairs], logps[num_pairs:][torch.searchsorted(unique_keys, pair_keys)]
+                chosen_of_pair = torch.searchsorted(unique_keys, pair_keys)
+                rejected, chosen = logps[:num_pairs], logps[num_pairs:][chosen_of_pair]
                 ref_chosen = inputs["vtd_ref_chosen_logps"][pairs]
                 ref_rejected = inputs["vtd_ref_rejected_logps"][pairs]
+                # Token counts of each pair's sequences: the rejected completion's, then its chosen sequence's
+                lengths = batch.loss_mask[scored].sum(1).to(logps.dtype).clamp(min=1.0)
+                rejected_length, chosen_length = lengths[:num_pairs], lengths[num_pairs:][chosen_of_pair]
+                if args.vtd_dpo_loss_type == "length_normalized":
+                    chosen, ref_chosen = chosen / chosen_length, ref_chosen / chosen_length
+                    rejected, ref_rejected = rejected / rejected_length, ref_rejected / rejected_length
                 losses = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=args.vtd_dpo_beta)
+                if args.vtd_chosen_nll_weight > 0:  # RPO: the chosen sequence's mean per-token NLL, in every pair
+                    nll = -logps[num_pairs:][chosen_of_pair] / chosen_length
+                    losses = losses + args.vtd_chosen_nll_weight * nll
+                    nll_sum = nll.sum().detach()
                 contrast_sum = losses.sum()
                 margins = args.vtd_dpo_beta * ((chosen - ref_chosen) - (rejected - ref_rejected)).detach()
                 margin_sum, won = margins.sum(), (margins > 0).float().sum()
@@ -693,7 +723,8 @@ class VtDTrainer(GRPOTrainer):
         loss = loss + scale * (
             args.vtd_distill_alpha * distill_sum / distill_norm + args.vtd_contrast_beta * contrast_sum / contrast_norm
         )
-        sums = torch.stack([distill_sum, contrast_sum, margin_sum, won, is_pair.sum().float()]).detach().float()
+        sums = [distill_sum, contrast_sum, margin_sum, won, is_pair.sum().float()]
+        sums = torch.stack(sums + ([nll_sum] if args.vtd_chosen_nll_weight > 0 else [])).detach().float()
         return loss, sums
 
     def _hidden_states(self, model: PreTrainedModel, batch: "_Batch") -> torch.Tensor:
