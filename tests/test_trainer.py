@@ -254,6 +254,42 @@ def test_sibling_then_reference_falls_back_to_the_reference(model_dirs, tmp_path
     assert last_metrics(trainer)["vtd/no_chosen_fraction"] == (0.0 if has_reference else 0.5)
 
 
+def test_chosen_nll_on_siblings_only(model_dirs, tmp_path, tokenizer):
+    """With `vtd_chosen_nll_source='sibling'` the NLL term is the sibling-chosen pairs' alone, recomputed by hand."""
+    rows = arithmetic_rows(2)
+    weight, nll_weight = 0.5, 0.7
+    losses, metrics = [], []
+    for w in (0.0, nll_weight):
+        trainer = make_trainer(
+            model_dirs,
+            tmp_path,
+            rows=rows,
+            completions=first_prompt_all_wrong,
+            vtd_chosen_source="sibling_then_reference",
+            vtd_contrast_beta=weight,
+            vtd_chosen_nll_weight=w,
+            vtd_chosen_nll_source="sibling",
+        )
+        out = generation_batch(trainer, rows)
+        assert out["vtd_chosen_is_sibling"].tolist() == [False] * K + [False, True, False, True]
+        losses.append(trainer.compute_loss(trainer.model, out).item())
+        metrics.append(last_metrics(trainer))
+    policy = AutoModelForCausalLM.from_pretrained(model_dirs["student"])
+    prompt_ids = tokenizer.apply_chat_template(rows[1]["prompt"], add_generation_prompt=True, tokenize=True)
+    prompt_ids = list(prompt_ids["input_ids"] if hasattr(prompt_ids, "keys") else prompt_ids)
+    a, b = operands(rows[1]["prompt"][0]["content"])
+    sibling = tokenizer(mixed_completions(f"{a}+{b}", 0), add_special_tokens=False)["input_ids"]
+    sibling = sibling + [tokenizer.eos_token_id]
+    with torch.no_grad():
+        nll = -sequence_logps(policy, prompt_ids, sibling).item() / len(sibling)
+    # The 4 reference pairs of the first prompt get no NLL; the second prompt's 2 sibling pairs do, out of 8 completions
+    assert losses[1] - losses[0] == pytest.approx(weight * nll_weight * 2 * nll / (2 * K), rel=1e-5)
+    assert metrics[1]["vtd/chosen_nll"] == pytest.approx(nll, rel=1e-5)
+    assert metrics[1]["vtd/contrast_loss"] - metrics[0]["vtd/contrast_loss"] == pytest.approx(
+        nll_weight * 2 * nll / (2 * K), rel=1e-5
+    )
+
+
 def test_chosen_reference_logps_are_computed_once_per_prompt(model_dirs, tmp_path, monkeypatch):
     rows = arithmetic_rows(2)
     trainer = make_trainer(model_dirs, tmp_path, rows=rows)

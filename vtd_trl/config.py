@@ -6,6 +6,7 @@ from trl import GRPOConfig
 DISTILL_BACKENDS = ("auto", "liger", "chunked", "naive")
 CHOSEN_SOURCES = ("reference", "sibling", "reference_then_sibling", "sibling_then_reference")
 DPO_LOSS_TYPES = ("sigmoid", "length_normalized")
+CHOSEN_NLL_SOURCES = ("all", "sibling")
 DISTILL_NORMALIZERS = ("completion_tokens", "distilled_tokens")
 CONTRAST_NORMALIZERS = ("completions", "pairs")
 REFERENCE_FORMATS = ("auto", "reasoning", "answer")
@@ -53,6 +54,10 @@ class VtDConfig(GRPOConfig):
             TRL's `DPOConfig.rpo_alpha` (RPO, Pang et al., 2024): per pair `dpo_loss + w * NLL(chosen) / len(chosen)`,
             the NLL averaged over the chosen sequence's tokens. It is part of the contrast term (weighted by
             `vtd_contrast_beta`, divided by `vtd_contrast_normalizer`). `0.0` adds nothing.
+        vtd_chosen_nll_source (`str`, *optional*, defaults to `"all"`):
+            Which pairs' chosen sequences get the `vtd_chosen_nll_weight` term: `"all"` or `"sibling"` (only a
+            chosen sequence that is a correct completion of the student's own, so that a reference in another
+            format than the student's is never imitated token by token).
         vtd_distill_beta (`float`, *optional*, defaults to `0.0`):
             Interpolation of the token-level divergence: `0.0` is the forward KL(teacher || student), `1.0` the
             reverse KL(student || teacher), values in between the generalized Jensen-Shannon divergence.
@@ -162,6 +167,14 @@ class VtDConfig(GRPOConfig):
         metadata={
             "help": "Weight of the chosen sequence's per-token NLL added to each pair's DPO loss (RPO, TRL's "
             "`rpo_alpha`), inside the contrast term. 0.0 adds nothing."
+        },
+    )
+    vtd_chosen_nll_source: str = field(
+        default="all",
+        metadata={
+            "help": "Pairs whose chosen sequence gets the NLL term: 'all' or 'sibling' (only chosen sequences that "
+            "are the student's own correct completions).",
+            "choices": list(CHOSEN_NLL_SOURCES),
         },
     )
     vtd_distill_beta: float = field(
@@ -296,6 +309,7 @@ class VtDConfig(GRPOConfig):
             ("vtd_distill_backend", DISTILL_BACKENDS),
             ("vtd_chosen_source", CHOSEN_SOURCES),
             ("vtd_dpo_loss_type", DPO_LOSS_TYPES),
+            ("vtd_chosen_nll_source", CHOSEN_NLL_SOURCES),
             ("vtd_distill_normalizer", DISTILL_NORMALIZERS),
             ("vtd_contrast_normalizer", CONTRAST_NORMALIZERS),
             ("vtd_reference_format", REFERENCE_FORMATS),

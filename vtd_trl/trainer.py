@@ -412,6 +412,7 @@ class VtDTrainer(GRPOTrainer):
         output["vtd_chosen_ids"] = chosen_tensor
         output["vtd_chosen_mask"] = chosen_mask
         output["vtd_chosen_key"] = torch.tensor(chosen_keys, device=device) * pairs - (~pairs).long()
+        output["vtd_chosen_is_sibling"] = output["vtd_chosen_key"] >= len(all_rewards)  # a sibling's key, see below
         output["vtd_distill"] = distill
         output["vtd_contrast"] = pairs
         output["vtd_ref_rejected_logps"], output["vtd_ref_chosen_logps"] = self._reference_logps(output, pairs)
@@ -496,7 +497,7 @@ class VtDTrainer(GRPOTrainer):
                 candidate = siblings[j][: self._max_chosen_length]
                 whole = candidate[-1] in self.eos_token_ids
                 if whole or not drop:  # the first correct sibling (that ends in EOS, when dropping cut ones)
-                    return candidate, len(all_rewards) + j, not whole
+                    return candidate, len(all_rewards) + j, not whole  # after every reference's key (its group)
                 is_cut = True
             return None, -1, is_cut
 
@@ -621,7 +622,7 @@ class VtDTrainer(GRPOTrainer):
         unwrapped = self.accelerator.unwrap_model(model)
         # The whole loss runs inside the wrapper's forward, so DDP / FSDP / ZeRO-3 see one forward per micro-batch.
         loss, sums = self._forward_redirection(model, unwrapped, self._vtd_loss, unwrapped, inputs, mode)
-        distill_sum, contrast_sum, margin_sum, won, pairs, *nll_sum = self.accelerator.reduce(
+        distill_sum, contrast_sum, margin_sum, won, pairs, *nll = self.accelerator.reduce(
             sums, reduction="sum"
         ).tolist()
         steps = self.args.steps_per_generation if mode == "train" else 1
@@ -631,8 +632,8 @@ class VtDTrainer(GRPOTrainer):
         metrics["vtd/contrast_loss"].append(contrast_sum * steps / contrast_norm.item())
         metrics["vtd/dpo_margin"].append(margin_sum / pairs if pairs else float("nan"))
         metrics["vtd/dpo_accuracy"].append(won / pairs if pairs else float("nan"))
-        if nll_sum:  # `vtd_chosen_nll_weight > 0`: the chosen sequences' mean per-token NLL, averaged over the pairs
-            metrics["vtd/chosen_nll"].append(nll_sum[0] / pairs if pairs else float("nan"))
+        if nll:  # `vtd_chosen_nll_weight > 0`: the chosen sequences' per-token NLL, averaged over the pairs with it
+            metrics["vtd/chosen_nll"].append(nll[0] / nll[1] if nll[1] else float("nan"))
         return loss
 
     def _normalizers(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -690,7 +691,7 @@ class VtDTrainer(GRPOTrainer):
                     backend=args.vtd_distill_backend,
                     num_items=1,
                 )
-            contrast_sum, margin_sum, won, nll_sum = zero, zero, zero, zero
+            contrast_sum, margin_sum, won, nll_sum, nll_pairs = zero, zero, zero, zero, zero
             # Scored on every process, rows or not: the kernel's backward gathers the LM head under ZeRO-3, and a
             # process that skipped it would leave the others waiting.
             if args.vtd_contrast_beta > 0:
@@ -709,10 +710,13 @@ class VtDTrainer(GRPOTrainer):
                     chosen, ref_chosen = chosen / chosen_length, ref_chosen / chosen_length
                     rejected, ref_rejected = rejected / rejected_length, ref_rejected / rejected_length
                 losses = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=args.vtd_dpo_beta)
-                if args.vtd_chosen_nll_weight > 0:  # RPO: the chosen sequence's mean per-token NLL, in every pair
+                if args.vtd_chosen_nll_weight > 0:  # RPO: the chosen sequence's mean per-token NLL, in each pair
                     nll = -logps[num_pairs:][chosen_of_pair] / chosen_length
-                    losses = losses + args.vtd_chosen_nll_weight * nll
-                    nll_sum = nll.sum().detach()
+                    has_nll = torch.ones_like(nll)
+                    if args.vtd_chosen_nll_source == "sibling":
+                        has_nll = inputs["vtd_chosen_is_sibling"][pairs].to(nll.dtype)
+                    losses = losses + args.vtd_chosen_nll_weight * has_nll * nll
+                    nll_sum, nll_pairs = (has_nll * nll).sum().detach(), has_nll.sum()
                 contrast_sum = losses.sum()
                 margins = args.vtd_dpo_beta * ((chosen - ref_chosen) - (rejected - ref_rejected)).detach()
                 margin_sum, won = margins.sum(), (margins > 0).float().sum()
@@ -724,7 +728,7 @@ class VtDTrainer(GRPOTrainer):
             args.vtd_distill_alpha * distill_sum / distill_norm + args.vtd_contrast_beta * contrast_sum / contrast_norm
         )
         sums = [distill_sum, contrast_sum, margin_sum, won, is_pair.sum().float()]
-        sums = torch.stack(sums + ([nll_sum] if args.vtd_chosen_nll_weight > 0 else [])).detach().float()
+        sums = torch.stack(sums + ([nll_sum, nll_pairs] if args.vtd_chosen_nll_weight > 0 else [])).detach().float()
         return loss, sums
 
     def _hidden_states(self, model: PreTrainedModel, batch: "_Batch") -> torch.Tensor:
