@@ -9,7 +9,8 @@ and temperature, the same learning-rate grid, and the same seeds. The student is
   prompts per step; `cw` = contrast weight `vtd_contrast_beta`; `di` = `vtd_distill_incorrect`; `rkl` = reverse KL;
   `sibling` = a correct completion of the same prompt as the chosen sequence instead of the reference; `sibref` =
   a correct sibling when the prompt has one, else the reference; `nll<w>` = the chosen sequence's per-token NLL
-  with weight w in each pair, `vtd_chosen_nll_weight` (`sibnll<w>`: only where the chosen is a sibling); `ln_b<b>` = length-normalised DPO with DPO beta b);
+  with weight w in each pair, `vtd_chosen_nll_weight` (`sibnll<w>`: only where the chosen is a sibling);
+  `ln_b<b>` = length-normalised DPO with DPO beta b);
   `vtd_seed` is the method as published (K=8, alpha 5, contrast weight 0.1), `vtd_seed_literal` the same with each
   term divided by its own count (distilled tokens, DPO pairs);
 - `kd_forward`, `kd_reverse`: TRL's `DistillationTrainer` (on-policy distillation, one completion per prompt, so
