@@ -254,9 +254,22 @@ def test_sibling_then_reference_falls_back_to_the_reference(model_dirs, tmp_path
     assert last_metrics(trainer)["vtd/no_chosen_fraction"] == (0.0 if has_reference else 0.5)
 
 
-def test_chosen_nll_on_siblings_only(model_dirs, tmp_path, tokenizer):
-    """With `vtd_chosen_nll_source='sibling'` the NLL term is the sibling-chosen pairs' alone, recomputed by hand."""
+def think_reference(row: dict) -> dict:
+    """The row with its reference written in the student's thinking format, with its own think block."""
+    a, b = operands(row["prompt"][0]["content"])
+    return {**row, "reference": f"<think>\n{a}+{b}={a + b}\n</think>\n\n\\boxed{{{a + b}}}"}
+
+
+@pytest.mark.parametrize(
+    ("nll_source", "in_format_reference", "reference_has_nll"),
+    [("sibling", False, False), ("sibling", True, False), ("in_format", False, False), ("in_format", True, True)],
+)
+def test_chosen_nll_on_some_pairs_only(
+    model_dirs, tmp_path, tokenizer, nll_source, in_format_reference, reference_has_nll
+):
+    """The NLL term of `vtd_chosen_nll_source` 'sibling' and 'in_format', recomputed by hand from a plain forward."""
     rows = arithmetic_rows(2)
+    rows[0] = think_reference(rows[0]) if in_format_reference else rows[0]
     weight, nll_weight = 0.5, 0.7
     losses, metrics = [], []
     for w in (0.0, nll_weight):
@@ -268,26 +281,54 @@ def test_chosen_nll_on_siblings_only(model_dirs, tmp_path, tokenizer):
             vtd_chosen_source="sibling_then_reference",
             vtd_contrast_beta=weight,
             vtd_chosen_nll_weight=w,
-            vtd_chosen_nll_source="sibling",
+            vtd_chosen_nll_source=nll_source,
         )
         out = generation_batch(trainer, rows)
         assert out["vtd_chosen_is_sibling"].tolist() == [False] * K + [False, True, False, True]
+        assert out["vtd_chosen_in_format"].tolist() == [in_format_reference] * K + [False, True, False, True]
         losses.append(trainer.compute_loss(trainer.model, out).item())
         metrics.append(last_metrics(trainer))
     policy = AutoModelForCausalLM.from_pretrained(model_dirs["student"])
-    prompt_ids = tokenizer.apply_chat_template(rows[1]["prompt"], add_generation_prompt=True, tokenize=True)
-    prompt_ids = list(prompt_ids["input_ids"] if hasattr(prompt_ids, "keys") else prompt_ids)
+
+    def mean_nll(row, part_ids):
+        prompt_ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True)
+        prompt_ids = list(prompt_ids["input_ids"] if hasattr(prompt_ids, "keys") else prompt_ids)
+        with torch.no_grad():
+            return -sequence_logps(policy, prompt_ids, part_ids).item() / len(part_ids)
+
     a, b = operands(rows[1]["prompt"][0]["content"])
     sibling = tokenizer(mixed_completions(f"{a}+{b}", 0), add_special_tokens=False)["input_ids"]
-    sibling = sibling + [tokenizer.eos_token_id]
-    with torch.no_grad():
-        nll = -sequence_logps(policy, prompt_ids, sibling).item() / len(sibling)
-    # The 4 reference pairs of the first prompt get no NLL; the second prompt's 2 sibling pairs do, out of 8 completions
-    assert losses[1] - losses[0] == pytest.approx(weight * nll_weight * 2 * nll / (2 * K), rel=1e-5)
-    assert metrics[1]["vtd/chosen_nll"] == pytest.approx(nll, rel=1e-5)
+    nlls = [mean_nll(rows[1], sibling + [tokenizer.eos_token_id])] * 2  # the second prompt's 2 sibling pairs
+    if reference_has_nll:  # and the first prompt's 4 pairs, whose chosen is its in-format reference
+        nlls += [mean_nll(rows[0], out["vtd_chosen_ids"][0][out["vtd_chosen_mask"][0].bool()].tolist())] * K
+    # out of 8 completions
+    assert losses[1] - losses[0] == pytest.approx(weight * nll_weight * sum(nlls) / (2 * K), rel=1e-5)
+    assert metrics[1]["vtd/chosen_nll"] == pytest.approx(sum(nlls) / len(nlls), rel=1e-5)
     assert metrics[1]["vtd/contrast_loss"] - metrics[0]["vtd/contrast_loss"] == pytest.approx(
-        nll_weight * 2 * nll / (2 * K), rel=1e-5
+        nll_weight * sum(nlls) / (2 * K), rel=1e-5
     )
+
+
+def test_auto_chosen_source_prefers_references_in_the_students_format(model_dirs, tmp_path, tokenizer):
+    # Prompt 0: all wrong, a terse reference; prompt 1: a correct sibling and a reference in the thinking format;
+    # prompt 2: a correct sibling and a terse reference.
+    rows = arithmetic_rows(3)
+    rows[1] = think_reference(rows[1])
+    trainer = make_trainer(
+        model_dirs, tmp_path, rows=rows, completions=first_prompt_all_wrong, vtd_chosen_source="auto"
+    )
+    assert [trainer._reference_in_format(row["prompt"], row["reference"]) for row in rows] == [False, True, False]
+    out = generation_batch(trainer, rows)
+    pairs = out["vtd_contrast"].tolist()
+    assert pairs == [True] * K + [False, True, False, True] * 2
+    keys = out["vtd_chosen_key"].tolist()
+    assert keys[:K] == [0] * K  # the terse reference: no sibling is right
+    assert [keys[K + 1], keys[K + 3]] == [1, 1]  # the in-format reference, although a sibling is right
+    assert [keys[2 * K + 1], keys[2 * K + 3]] == [3 * K + 2 * K] * 2  # the first correct sibling (row 2K)
+    assert out["vtd_chosen_in_format"].tolist() == [False] * K + [False, True, False, True] * 2
+    text = tokenizer.decode(out["vtd_chosen_ids"][K + 1][out["vtd_chosen_mask"][K + 1].bool()])
+    a, b = operands(rows[1]["prompt"][0]["content"])
+    assert f"{a}+{b}={a + b}\n</think>" in text and text.endswith("\\boxed{" + str(a + b) + "}<|im_end|>")
 
 
 def test_chosen_reference_logps_are_computed_once_per_prompt(model_dirs, tmp_path, monkeypatch):

@@ -4,9 +4,9 @@ from typing import Any
 from trl import GRPOConfig
 
 DISTILL_BACKENDS = ("auto", "liger", "chunked", "naive")
-CHOSEN_SOURCES = ("reference", "sibling", "reference_then_sibling", "sibling_then_reference")
+CHOSEN_SOURCES = ("reference", "sibling", "reference_then_sibling", "sibling_then_reference", "auto")
 DPO_LOSS_TYPES = ("sigmoid", "length_normalized")
-CHOSEN_NLL_SOURCES = ("all", "sibling")
+CHOSEN_NLL_SOURCES = ("all", "sibling", "in_format")
 DISTILL_NORMALIZERS = ("completion_tokens", "distilled_tokens")
 CONTRAST_NORMALIZERS = ("completions", "pairs")
 REFERENCE_FORMATS = ("auto", "reasoning", "answer")
@@ -55,9 +55,10 @@ class VtDConfig(GRPOConfig):
             the NLL averaged over the chosen sequence's tokens. It is part of the contrast term (weighted by
             `vtd_contrast_beta`, divided by `vtd_contrast_normalizer`). `0.0` adds nothing.
         vtd_chosen_nll_source (`str`, *optional*, defaults to `"all"`):
-            Which pairs' chosen sequences get the `vtd_chosen_nll_weight` term: `"all"` or `"sibling"` (only a
-            chosen sequence that is a correct completion of the student's own, so that a reference in another
-            format than the student's is never imitated token by token).
+            Which pairs' chosen sequences get the `vtd_chosen_nll_weight` term: `"all"`, `"sibling"` (only a
+            chosen sequence that is a correct completion of the student's own) or `"in_format"` (a sibling, or a
+            reference in the student's format as `vtd_chosen_source="auto"` judges it), so that a reference in
+            another format than the student's is never imitated token by token.
         vtd_distill_beta (`float`, *optional*, defaults to `0.0`):
             Interpolation of the token-level divergence: `0.0` is the forward KL(teacher || student), `1.0` the
             reverse KL(student || teacher), values in between the generalized Jensen-Shannon divergence.
@@ -92,8 +93,10 @@ class VtDConfig(GRPOConfig):
             Where the chosen sequence of a DPO pair comes from: `"reference"` (the reference column), `"sibling"`
             (a correct completion of the same prompt), `"reference_then_sibling"` (the reference when the row has
             one, else a sibling) or `"sibling_then_reference"` (a correct sibling when the prompt has one, else the
-            reference: the chosen sequence is in the student's own format whenever one of its samples is right). A
-            pair without a chosen sequence is skipped and counted.
+            reference: the chosen sequence is in the student's own format whenever one of its samples is right) or
+            `"auto"` (`"reference_then_sibling"` for a reference in the student's format, with its own `<think>`
+            block when the chat template opens one, `"sibling_then_reference"` for one without, such as GSM8K's).
+            A pair without a chosen sequence is skipped and counted.
         vtd_reference_format (`str`, *optional*, defaults to `"auto"`):
             Where a reference without its own `<think>` block goes in the chosen sequence, for chat templates with a
             thinking block (Qwen3): `"reasoning"` (inside the think block, its last line repeated as the answer, the
@@ -172,8 +175,8 @@ class VtDConfig(GRPOConfig):
     vtd_chosen_nll_source: str = field(
         default="all",
         metadata={
-            "help": "Pairs whose chosen sequence gets the NLL term: 'all' or 'sibling' (only chosen sequences that "
-            "are the student's own correct completions).",
+            "help": "Pairs whose chosen sequence gets the NLL term: 'all', 'sibling' (the student's own correct "
+            "completions) or 'in_format' (siblings and references in the student's format).",
             "choices": list(CHOSEN_NLL_SOURCES),
         },
     )
@@ -238,7 +241,8 @@ class VtDConfig(GRPOConfig):
         default="reference",
         metadata={
             "help": "Chosen sequence of a DPO pair: 'reference' (the reference column), 'sibling' (a correct "
-            "completion of the same prompt), 'reference_then_sibling' or 'sibling_then_reference'.",
+            "completion of the same prompt), 'reference_then_sibling', 'sibling_then_reference' or 'auto' (the "
+            "reference first when it is in the student's format, else a sibling first).",
             "choices": list(CHOSEN_SOURCES),
         },
     )

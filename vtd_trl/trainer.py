@@ -398,12 +398,13 @@ class VtDTrainer(GRPOTrainer):
         distill, contrast = distill & trainable, contrast & trainable
 
         if self.args.vtd_contrast_beta > 0:
-            chosen_ids, chosen_keys, chosen_cut = self._chosen_sequences(
+            chosen_ids, chosen_keys, chosen_cut, in_format = self._chosen_sequences(
                 inputs, output, all_rewards, contrast, group_size
             )
             has_chosen = torch.tensor([ids is not None for ids in chosen_ids], device=device)
         else:
             chosen_ids, chosen_keys, chosen_cut = [None] * batch_size, [-1] * batch_size, [False] * batch_size
+            in_format = [False] * batch_size
             has_chosen = torch.zeros(batch_size, dtype=torch.bool, device=device)
         pairs = contrast & has_chosen
         chosen_cut = contrast & torch.tensor(chosen_cut, dtype=torch.bool, device=device)
@@ -413,6 +414,7 @@ class VtDTrainer(GRPOTrainer):
         output["vtd_chosen_mask"] = chosen_mask
         output["vtd_chosen_key"] = torch.tensor(chosen_keys, device=device) * pairs - (~pairs).long()
         output["vtd_chosen_is_sibling"] = output["vtd_chosen_key"] >= len(all_rewards)  # a sibling's key, see below
+        output["vtd_chosen_in_format"] = pairs & torch.tensor(in_format, dtype=torch.bool, device=device)
         output["vtd_distill"] = distill
         output["vtd_contrast"] = pairs
         output["vtd_ref_rejected_logps"], output["vtd_ref_chosen_logps"] = self._reference_logps(output, pairs)
@@ -453,10 +455,13 @@ class VtDTrainer(GRPOTrainer):
         )
         return output
 
-    def _chosen_sequences(self, inputs, output, all_rewards, contrast, group_size) -> tuple[list, list[int], list]:
-        """The chosen completion token ids of each row (None when it has none), a key naming that sequence, and
+    def _chosen_sequences(
+        self, inputs, output, all_rewards, contrast, group_size
+    ) -> tuple[list, list[int], list[bool], list[bool]]:
+        """The chosen completion token ids of each row (None when it has none), a key naming that sequence,
         whether the chosen sequence found for the row ends without EOS (kept, or dropped with
-        `vtd_drop_truncated_chosen`)."""
+        `vtd_drop_truncated_chosen`), and whether the chosen sequence is in the student's own format (a sibling, or a
+        reference for which `_reference_in_format` holds)."""
         source = self.args.vtd_chosen_source
         batch_size = len(inputs)
         offset = self.accelerator.process_index * batch_size
@@ -476,6 +481,14 @@ class VtDTrainer(GRPOTrainer):
         ]
         drop = self.args.vtd_drop_truncated_chosen
         references: dict[int, list[int] | None] = {}
+        reference_in_format: dict[int, bool] = {}
+
+        def in_format(row, group) -> bool:
+            if group not in reference_in_format:
+                reference_in_format[group] = self._reference_in_format(
+                    row["prompt"], row.get(self.args.vtd_reference_column)
+                )
+            return reference_in_format[group]
 
         # Each finder returns (ids or None, key, cut): cut is None when it found no candidate at all.
         def reference(row, group):
@@ -501,16 +514,20 @@ class VtDTrainer(GRPOTrainer):
                 is_cut = True
             return None, -1, is_cut
 
-        finders = {
+        orders = {
             "reference": (reference,),
             "sibling": (sibling,),
             "reference_then_sibling": (reference, sibling),
             "sibling_then_reference": (sibling, reference),
-        }[source]
-        chosen, keys, cut = [], [], []
+        }
+        chosen, keys, cut, formats = [], [], [], []
         for i, row in enumerate(inputs):
             group = (offset + i) // group_size
             ids, key, is_cut = None, -1, False
+            if source == "auto":  # the reference first when it is in the student's format, else a sibling first
+                finders = orders["reference_then_sibling" if in_format(row, group) else "sibling_then_reference"]
+            else:
+                finders = orders[source]
             for find in finders if contrast[i] else ():
                 ids, key, found_cut = find(row, group)
                 is_cut = is_cut if found_cut is None else found_cut
@@ -519,7 +536,8 @@ class VtDTrainer(GRPOTrainer):
             chosen.append(ids)
             keys.append(key)
             cut.append(is_cut)
-        return chosen, keys, cut
+            formats.append(ids is not None and (key >= len(all_rewards) or in_format(row, group)))
+        return chosen, keys, cut, formats
 
     @property
     def _max_chosen_length(self) -> int:
@@ -531,18 +549,9 @@ class VtDTrainer(GRPOTrainer):
             return None
         tokenizer = self._tokenizer
         if is_conversational({"prompt": prompt}):
-            template_kwargs = dict(
-                tools=self.tools or None, chat_template=self.chat_template, **self.chat_template_kwargs
-            )
-
-            def render(content: str | None) -> str:
-                messages = prompt if content is None else [*prompt, {"role": "assistant", "content": content}]
-                return tokenizer.apply_chat_template(
-                    messages, add_generation_prompt=content is None, tokenize=False, **template_kwargs
-                )
-
-            prefix = render(None)
-            full = render(self._reference_message(reference, render("x")[len(prefix) :]))
+            prefix = self._render(prompt, None)
+            turn = self._render(prompt, "x")[len(prefix) :]
+            full = self._render(prompt, self._reference_message(reference, turn))
             if full.startswith(prefix):
                 ids = tokenizer(full[len(prefix) :], add_special_tokens=False)["input_ids"]
                 end = next((k for k, token in enumerate(ids) if token in self.eos_token_ids), None)
@@ -557,6 +566,33 @@ class VtDTrainer(GRPOTrainer):
                 )
         ids = tokenizer(reference, add_special_tokens=False)["input_ids"] + [self.eos_token_ids[0]]
         return ids[: self._max_chosen_length]
+
+    def _render(self, prompt, content: str | None) -> str:
+        """The chat template's text of `prompt` with the generation prompt (`content` None) or with an assistant turn."""
+        messages = prompt if content is None else [*prompt, {"role": "assistant", "content": content}]
+        return self._tokenizer.apply_chat_template(
+            messages,
+            add_generation_prompt=content is None,
+            tokenize=False,
+            tools=self.tools or None,
+            chat_template=self.chat_template,
+            **self.chat_template_kwargs,
+        )
+
+    def _reference_in_format(self, prompt, reference: str | None) -> bool:
+        """Whether a reference is written in the format the student samples in: with its own think block when the
+        chat template opens one for the answer (a thinking-mode model, as Qwen3's), any reference otherwise.
+
+        A reference without its think block (human-written datasets such as GSM8K) is out of format for a thinking
+        model, however `vtd_reference_format` places it.
+        """
+        if not isinstance(reference, str) or not reference.strip():
+            return False
+        if "</think>" in reference or not is_conversational({"prompt": prompt}):
+            return True
+        prefix = self._render(prompt, None)
+        turn = self._render(prompt, "x")
+        return not (turn.startswith(prefix) and turn[len(prefix) :].lstrip().startswith("<think>"))
 
     def _reference_message(self, reference: str, rendered_turn: str) -> str:
         """The assistant content for a reference; `rendered_turn` is how the template renders a bare answer.
@@ -713,8 +749,9 @@ class VtDTrainer(GRPOTrainer):
                 if args.vtd_chosen_nll_weight > 0:  # RPO: the chosen sequence's mean per-token NLL, in each pair
                     nll = -logps[num_pairs:][chosen_of_pair] / chosen_length
                     has_nll = torch.ones_like(nll)
-                    if args.vtd_chosen_nll_source == "sibling":
-                        has_nll = inputs["vtd_chosen_is_sibling"][pairs].to(nll.dtype)
+                    if args.vtd_chosen_nll_source != "all":
+                        column = {"sibling": "vtd_chosen_is_sibling", "in_format": "vtd_chosen_in_format"}
+                        has_nll = inputs[column[args.vtd_chosen_nll_source]][pairs].to(nll.dtype)
                     losses = losses + args.vtd_chosen_nll_weight * has_nll * nll
                     nll_sum, nll_pairs = (has_nll * nll).sum().detach(), has_nll.sum()
                 contrast_sum = losses.sum()
