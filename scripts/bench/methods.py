@@ -104,6 +104,9 @@ METHODS = {
     # The chosen source by the reference's format: the reference first when it is in the student's format (think
     # references), a sibling first when it is not (terse ones); the NLL only on chosen sequences in that format
     "vtd_k2_di_cw3_auto": vtd(2, 3.0, di=True, chosen="auto"),
+    "vtd_k2_di_cw3_auto_ln_b5": vtd(
+        2, 3.0, di=True, chosen="auto", vtd_dpo_loss_type="length_normalized", vtd_dpo_beta=5.0
+    ),
     "vtd_k2_di_cw3_auto_fmtnll1": vtd(
         2, 3.0, di=True, chosen="auto", vtd_chosen_nll_weight=1.0, vtd_chosen_nll_source="in_format"
     ),
