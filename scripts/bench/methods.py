@@ -107,6 +107,9 @@ METHODS = {
     "vtd_k2_di_cw3_auto_ln_b5": vtd(
         2, 3.0, di=True, chosen="auto", vtd_dpo_loss_type="length_normalized", vtd_dpo_beta=5.0
     ),
+    "vtd_k2_di_cw3_sibref_sibnll3": vtd(
+        2, 3.0, di=True, chosen="sibling_then_reference", vtd_chosen_nll_weight=3.0, vtd_chosen_nll_source="sibling"
+    ),
     "vtd_k2_di_cw3_sibref_sibnll1_ln_b5": vtd(
         2,
         3.0,
