@@ -281,7 +281,7 @@ def test_chosen_nll_on_some_pairs_only(
             vtd_chosen_source="sibling_then_reference",
             vtd_contrast_beta=weight,
             vtd_chosen_nll_weight=w,
-            vtd_chosen_nll_source=nll_source,
+            vtd_chosen_nll_source=nll_source if w else "all",
         )
         out = generation_batch(trainer, rows)
         assert out["vtd_chosen_is_sibling"].tolist() == [False] * K + [False, True, False, True]

@@ -333,6 +333,11 @@ class VtDConfig(GRPOConfig):
                 "sequences' NLL is part of the contrast term, which is then off. Set vtd_contrast_beta > 0, or "
                 "vtd_chosen_nll_weight=0.0."
             )
+        if self.vtd_chosen_nll_source != "all" and self.vtd_chosen_nll_weight == 0:
+            raise ValueError(
+                f"`vtd_chosen_nll_source={self.vtd_chosen_nll_source!r}` with `vtd_chosen_nll_weight=0`: there is no "
+                "NLL term to restrict. Set vtd_chosen_nll_weight > 0, or leave vtd_chosen_nll_source='all'."
+            )
         if self.vtd_max_reference_length is not None and self.vtd_max_reference_length < 1:
             raise ValueError(
                 f"`vtd_max_reference_length` must be >= 1 or None, got {self.vtd_max_reference_length}. Leave it "

@@ -28,6 +28,7 @@ def hyperparameters(args) -> list[tuple[str, str]]:
         ("DPO beta (`vtd_dpo_beta`)", args.vtd_dpo_beta),
         ("DPO loss (`vtd_dpo_loss_type`)", args.vtd_dpo_loss_type),
         ("chosen-sequence NLL weight (`vtd_chosen_nll_weight`)", args.vtd_chosen_nll_weight),
+        ("pairs with the NLL (`vtd_chosen_nll_source`)", args.vtd_chosen_nll_source),
         ("divergence (`vtd_distill_beta`: 0 forward KL, 1 reverse KL)", args.vtd_distill_beta),
         ("distillation temperature", args.vtd_distill_temperature),
         ("normalisers (distill, contrast)", f"{args.vtd_distill_normalizer}, {args.vtd_contrast_normalizer}"),
