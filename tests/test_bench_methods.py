@@ -37,6 +37,7 @@ def graded_by_hand(model, tokenizer, rows) -> float:
     [
         ("vtd_seed", "strong/think", 1),
         ("vtd_k1_di_cw3", "imperfect/terse", 8),
+        ("vtd_k2_di_cw3_sibref_nll1", "imperfect/terse", 4),
         ("kd_reverse", "imperfect/think", 8),
         ("grpo", "strong/think", 1),
         ("sft", "strong/terse", 8),
@@ -60,6 +61,8 @@ def test_each_method_trains_at_the_budget_and_its_score_is_recomputed(name, regi
     if name.startswith("vtd"):
         logged = [h for h in trainer.state.log_history if "vtd/distill_fraction" in h]
         assert logged and trainer.args.num_generations == methods.METHODS[name].num_generations
+        for option, value in methods.METHODS[name].options.items():
+            assert getattr(trainer.args, option) == value, option
     if name == "sft":  # trained on the terse references of the regime, as assistant turns
         text = trainer.processing_class.decode(trainer.train_dataset[0]["input_ids"])
         assert "The answer is" in text and "<think>\n\n</think>" in text  # the chat template's empty think block

@@ -19,6 +19,8 @@ def test_defaults_are_the_seed_method():
     assert config.vtd_distill_beta == 0.0 and config.vtd_distill_temperature == 1.0
     assert config.vtd_distill_normalizer == "completion_tokens" and config.vtd_contrast_normalizer == "completions"
     assert config.vtd_chosen_source == "reference" and not config.vtd_distill_incorrect
+    assert config.vtd_chosen_nll_weight == 0.0 and config.vtd_dpo_loss_type == "sigmoid"
+    assert config.vtd_chosen_nll_source == "all"
     assert config.vllm_importance_sampling_correction is False
 
 
@@ -41,6 +43,14 @@ def test_every_field_has_help():
         ({"temperature": 0.0}, r"`temperature` must be > 0"),
         ({"vtd_distill_backend": "triton"}, r"`vtd_distill_backend` must be one of .*'liger'.*got 'triton'"),
         ({"vtd_chosen_source": "teacher"}, r"`vtd_chosen_source` must be one of .*got 'teacher'"),
+        ({"vtd_dpo_loss_type": "ipo"}, r"`vtd_dpo_loss_type` must be one of .*'length_normalized'.*got 'ipo'"),
+        ({"vtd_chosen_nll_weight": -0.5}, r"`vtd_chosen_nll_weight` must be >= 0, got -0.5"),
+        ({"vtd_chosen_nll_source": "reference"}, r"`vtd_chosen_nll_source` must be one of .*got 'reference'"),
+        ({"vtd_chosen_nll_source": "sibling"}, r"`vtd_chosen_nll_source='sibling'` with `vtd_chosen_nll_weight=0`"),
+        (
+            {"vtd_chosen_nll_weight": 1.0, "vtd_contrast_beta": 0.0},
+            r"`vtd_chosen_nll_weight=1.0` with `vtd_contrast_beta=0`.*Set vtd_contrast_beta > 0",
+        ),
         ({"vtd_distill_normalizer": "tokens"}, r"`vtd_distill_normalizer` must be one of"),
         ({"vtd_contrast_normalizer": "batch"}, r"`vtd_contrast_normalizer` must be one of"),
         ({"vtd_reference_format": "inline"}, r"`vtd_reference_format` must be one of .*'reasoning'.*got 'inline'"),

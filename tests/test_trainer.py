@@ -200,6 +200,7 @@ def test_reference_follows_chat_template_kwargs_and_max_length(model_dirs, tmp_p
         ("reference", [True, False], [True, True, False, False]),
         ("sibling", [True, True], [True, True, True, True]),
         ("reference_then_sibling", [True, False], [True, True, True, True]),
+        ("sibling_then_reference", [True, False], [True, True, True, True]),
     ],
 )
 def test_chosen_sources(model_dirs, tmp_path, tokenizer, source, has_reference, pairs):
@@ -213,13 +214,121 @@ def test_chosen_sources(model_dirs, tmp_path, tokenizer, source, has_reference, 
         if not out["vtd_contrast"][row_index]:
             continue
         chosen = out["vtd_chosen_ids"][row_index][out["vtd_chosen_mask"][row_index].bool()]
-        uses_reference = source != "sibling" and has_reference[row_index // K]
+        uses_reference = source in ("reference", "reference_then_sibling") and has_reference[row_index // K]
         a, b = operands(rows[row_index // K]["prompt"][0]["content"])
         reference = rows[row_index // K]["reference"]
         expected = f"<think>\n{reference}\n</think>\n\n{reference}" if uses_reference else None
         expected = expected or mixed_completions(f"{a}+{b}", 0)  # the first correct sibling
         assert tokenizer.decode(chosen) == expected + "<|im_end|>"
     assert last_metrics(trainer)["vtd/no_chosen_fraction"] == 0.25 * pairs.count(False) / 2
+
+
+def first_prompt_all_wrong(prompt_text: str, position: int, row: int) -> str:
+    """The first prompt's completions are all wrong, the second's mixed (positions 0 and 2 correct)."""
+    return "7" if row < K else mixed_completions(prompt_text, position)
+
+
+@pytest.mark.parametrize("has_reference", [True, False])
+def test_sibling_then_reference_falls_back_to_the_reference(model_dirs, tmp_path, tokenizer, has_reference):
+    rows = arithmetic_rows(2)
+    for row in rows:
+        row["reference"] = row["reference"] if has_reference else ""
+    trainer = make_trainer(
+        model_dirs, tmp_path, rows=rows, completions=first_prompt_all_wrong, vtd_chosen_source="sibling_then_reference"
+    )
+    out = generation_batch(trainer, rows)
+    # The first prompt has no correct sibling: its 4 pairs take the reference (none without one), the second's the
+    # first correct sibling, even though the row has a reference.
+    assert out["vtd_contrast"].tolist() == [has_reference] * K + [False, True, False, True]
+
+    def chosen_text(i):
+        return tokenizer.decode(out["vtd_chosen_ids"][i][out["vtd_chosen_mask"][i].bool()])
+
+    if has_reference:
+        reference = rows[0]["reference"]
+        assert {chosen_text(i) for i in range(K)} == {f"<think>\n{reference}\n</think>\n\n{reference}<|im_end|>"}
+        assert out["vtd_chosen_key"][:K].unique().numel() == 1  # one chosen sequence, scored once
+    a, b = operands(rows[1]["prompt"][0]["content"])
+    for i in (K + 1, K + 3):
+        assert chosen_text(i) == mixed_completions(f"{a}+{b}", 0) + "<|im_end|>"
+    assert last_metrics(trainer)["vtd/no_chosen_fraction"] == (0.0 if has_reference else 0.5)
+
+
+def think_reference(row: dict) -> dict:
+    """The row with its reference written in the student's thinking format, with its own think block."""
+    a, b = operands(row["prompt"][0]["content"])
+    return {**row, "reference": f"<think>\n{a}+{b}={a + b}\n</think>\n\n\\boxed{{{a + b}}}"}
+
+
+@pytest.mark.parametrize(
+    ("nll_source", "in_format_reference", "reference_has_nll"),
+    [("sibling", False, False), ("sibling", True, False), ("in_format", False, False), ("in_format", True, True)],
+)
+def test_chosen_nll_on_some_pairs_only(
+    model_dirs, tmp_path, tokenizer, nll_source, in_format_reference, reference_has_nll
+):
+    """The NLL term of `vtd_chosen_nll_source` 'sibling' and 'in_format', recomputed by hand from a plain forward."""
+    rows = arithmetic_rows(2)
+    rows[0] = think_reference(rows[0]) if in_format_reference else rows[0]
+    weight, nll_weight = 0.5, 0.7
+    losses, metrics = [], []
+    for w in (0.0, nll_weight):
+        trainer = make_trainer(
+            model_dirs,
+            tmp_path,
+            rows=rows,
+            completions=first_prompt_all_wrong,
+            vtd_chosen_source="sibling_then_reference",
+            vtd_contrast_beta=weight,
+            vtd_chosen_nll_weight=w,
+            vtd_chosen_nll_source=nll_source if w else "all",
+        )
+        out = generation_batch(trainer, rows)
+        assert out["vtd_chosen_is_sibling"].tolist() == [False] * K + [False, True, False, True]
+        assert out["vtd_chosen_in_format"].tolist() == [in_format_reference] * K + [False, True, False, True]
+        losses.append(trainer.compute_loss(trainer.model, out).item())
+        metrics.append(last_metrics(trainer))
+    policy = AutoModelForCausalLM.from_pretrained(model_dirs["student"])
+
+    def mean_nll(row, part_ids):
+        prompt_ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True)
+        prompt_ids = list(prompt_ids["input_ids"] if hasattr(prompt_ids, "keys") else prompt_ids)
+        with torch.no_grad():
+            return -sequence_logps(policy, prompt_ids, part_ids).item() / len(part_ids)
+
+    a, b = operands(rows[1]["prompt"][0]["content"])
+    sibling = tokenizer(mixed_completions(f"{a}+{b}", 0), add_special_tokens=False)["input_ids"]
+    nlls = [mean_nll(rows[1], sibling + [tokenizer.eos_token_id])] * 2  # the second prompt's 2 sibling pairs
+    if reference_has_nll:  # and the first prompt's 4 pairs, whose chosen is its in-format reference
+        nlls += [mean_nll(rows[0], out["vtd_chosen_ids"][0][out["vtd_chosen_mask"][0].bool()].tolist())] * K
+    # out of 8 completions
+    assert losses[1] - losses[0] == pytest.approx(weight * nll_weight * sum(nlls) / (2 * K), rel=1e-5)
+    assert metrics[1]["vtd/chosen_nll"] == pytest.approx(sum(nlls) / len(nlls), rel=1e-5)
+    assert metrics[1]["vtd/contrast_loss"] - metrics[0]["vtd/contrast_loss"] == pytest.approx(
+        nll_weight * sum(nlls) / (2 * K), rel=1e-5
+    )
+
+
+def test_auto_chosen_source_prefers_references_in_the_students_format(model_dirs, tmp_path, tokenizer):
+    # Prompt 0: all wrong, a terse reference; prompt 1: a correct sibling and a reference in the thinking format;
+    # prompt 2: a correct sibling and a terse reference.
+    rows = arithmetic_rows(3)
+    rows[1] = think_reference(rows[1])
+    trainer = make_trainer(
+        model_dirs, tmp_path, rows=rows, completions=first_prompt_all_wrong, vtd_chosen_source="auto"
+    )
+    assert [trainer._reference_in_format(row["prompt"], row["reference"]) for row in rows] == [False, True, False]
+    out = generation_batch(trainer, rows)
+    pairs = out["vtd_contrast"].tolist()
+    assert pairs == [True] * K + [False, True, False, True] * 2
+    keys = out["vtd_chosen_key"].tolist()
+    assert keys[:K] == [0] * K  # the terse reference: no sibling is right
+    assert [keys[K + 1], keys[K + 3]] == [1, 1]  # the in-format reference, although a sibling is right
+    assert [keys[2 * K + 1], keys[2 * K + 3]] == [3 * K + 2 * K] * 2  # the first correct sibling (row 2K)
+    assert out["vtd_chosen_in_format"].tolist() == [False] * K + [False, True, False, True] * 2
+    text = tokenizer.decode(out["vtd_chosen_ids"][K + 1][out["vtd_chosen_mask"][K + 1].bool()])
+    a, b = operands(rows[1]["prompt"][0]["content"])
+    assert f"{a}+{b}={a + b}\n</think>" in text and text.endswith("\\boxed{" + str(a + b) + "}<|im_end|>")
 
 
 def test_chosen_reference_logps_are_computed_once_per_prompt(model_dirs, tmp_path, monkeypatch):
@@ -455,17 +564,29 @@ def scaled_model_dirs(tmp_path_factory, tokenizer):
 
 
 @pytest.mark.parametrize(
-    ("backend", "distill_incorrect", "scaled", "when"),
+    ("backend", "distill_incorrect", "scaled", "nll_weight", "loss_type", "when"),
     [
-        ("naive", False, False, "generation_batch"),
-        ("chunked", False, False, "generation_batch"),
-        ("chunked", False, False, "micro_batch"),
-        ("chunked", True, False, "generation_batch"),
-        ("chunked", False, True, "generation_batch"),
+        ("naive", False, False, 0.0, "sigmoid", "generation_batch"),
+        ("chunked", False, False, 0.0, "sigmoid", "generation_batch"),
+        ("chunked", False, False, 0.0, "sigmoid", "micro_batch"),
+        ("chunked", True, False, 0.0, "sigmoid", "generation_batch"),
+        ("chunked", False, True, 0.0, "sigmoid", "generation_batch"),
+        ("chunked", True, False, 0.7, "sigmoid", "generation_batch"),  # RPO: the chosen sequence's per-token NLL
+        ("chunked", False, False, 0.0, "length_normalized", "generation_batch"),
+        ("naive", False, True, 0.7, "length_normalized", "micro_batch"),
     ],
 )
 def test_loss_and_gradient_match_an_independent_recomputation(
-    model_dirs, scaled_model_dirs, tmp_path, tokenizer, backend, distill_incorrect, scaled, when
+    model_dirs,
+    scaled_model_dirs,
+    tmp_path,
+    tokenizer,
+    backend,
+    distill_incorrect,
+    scaled,
+    nll_weight,
+    loss_type,
+    when,
 ):
     """The whole VtD loss of one generation batch, recomputed from plain full-logit forwards of fresh models."""
     model_dirs = scaled_model_dirs if scaled else model_dirs
@@ -481,6 +602,8 @@ def test_loss_and_gradient_match_an_independent_recomputation(
         vtd_distill_temperature=temperature,
         vtd_distill_incorrect=distill_incorrect,
         vtd_teacher_signal=when,
+        vtd_chosen_nll_weight=nll_weight,
+        vtd_dpo_loss_type=loss_type,
     )
     # Move the policy away from the reference, so the DPO term is not at its log(2) starting point.
     torch.manual_seed(3)
@@ -496,7 +619,7 @@ def test_loss_and_gradient_match_an_independent_recomputation(
     policy.load_state_dict(trainer.model.state_dict())
     reference = AutoModelForCausalLM.from_pretrained(model_dirs["student"])
     teacher = AutoModelForCausalLM.from_pretrained(model_dirs["teacher"])
-    distill_sum, contrast_sum, num_tokens = 0.0, 0.0, 0
+    distill_sum, contrast_sum, num_tokens, nlls = 0.0, 0.0, 0, []
     for row in rows:
         prompt_ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True)
         prompt_ids = list(prompt_ids["input_ids"] if hasattr(prompt_ids, "keys") else prompt_ids)
@@ -515,17 +638,28 @@ def test_loss_and_gradient_match_an_independent_recomputation(
                     t = teacher(input_ids=full).logits[0, len(prompt_ids) - 1 : -1].double() / temperature
                 distill_sum = distill_sum + generalized_jsd(s, t, distill_beta).sum()
             if not correct:  # a DPO pair against the reference
+                # Length-normalised DPO divides each sequence's log-probs (and so its log-ratio) by its token count
+                n_c, n_r = (len(chosen_ids), len(ids)) if loss_type == "length_normalized" else (1, 1)
                 with torch.no_grad():
-                    ref_margin = sequence_logps(reference, prompt_ids, chosen_ids) - sequence_logps(
-                        reference, prompt_ids, ids
+                    ref_margin = (
+                        sequence_logps(reference, prompt_ids, chosen_ids) / n_c
+                        - sequence_logps(reference, prompt_ids, ids) / n_r
                     )
-                margin = sequence_logps(policy, prompt_ids, chosen_ids) - sequence_logps(policy, prompt_ids, ids)
+                policy_chosen = sequence_logps(policy, prompt_ids, chosen_ids)
+                margin = policy_chosen / n_c - sequence_logps(policy, prompt_ids, ids) / n_r
                 contrast_sum = contrast_sum - torch.nn.functional.logsigmoid(dpo_beta * (margin - ref_margin))
+                nlls.append(-policy_chosen / len(chosen_ids))  # mean over the chosen sequence's tokens
+                contrast_sum = contrast_sum + nll_weight * nlls[-1]
     expected = alpha * distill_sum / num_tokens + weight * contrast_sum / (len(rows) * K)
     expected.backward()
 
     # Granite's and Cohere's multipliers add fp32 rounding of their own (a wrong logit scale is off by O(1))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-4 if scaled else 1e-5)
+    if nll_weight:
+        chosen_nll = last_metrics(trainer)["vtd/chosen_nll"]
+        assert chosen_nll == pytest.approx(sum(n.item() for n in nlls) / len(nlls), rel=1e-4 if scaled else 1e-5)
+    else:
+        assert "vtd/chosen_nll" not in last_metrics(trainer)
     for (name, param), (_, ref_param) in zip(trainer.model.named_parameters(), policy.named_parameters()):
         torch.testing.assert_close(param.grad, ref_param.grad, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
 

@@ -4,7 +4,9 @@ from typing import Any
 from trl import GRPOConfig
 
 DISTILL_BACKENDS = ("auto", "liger", "chunked", "naive")
-CHOSEN_SOURCES = ("reference", "sibling", "reference_then_sibling")
+CHOSEN_SOURCES = ("reference", "sibling", "reference_then_sibling", "sibling_then_reference", "auto")
+DPO_LOSS_TYPES = ("sigmoid", "length_normalized")
+CHOSEN_NLL_SOURCES = ("all", "sibling", "in_format")
 DISTILL_NORMALIZERS = ("completion_tokens", "distilled_tokens")
 CONTRAST_NORMALIZERS = ("completions", "pairs")
 REFERENCE_FORMATS = ("auto", "reasoning", "answer")
@@ -63,6 +65,22 @@ class VtDConfig(GRPOConfig):
             Weight of the contrast (DPO) term, computed on the completions routed to a DPO pair.
         vtd_dpo_beta (`float`, *optional*, defaults to `0.1`):
             The DPO temperature `beta` inside the contrast term's sigmoid.
+        vtd_dpo_loss_type (`str`, *optional*, defaults to `"sigmoid"`):
+            The DPO loss of each pair: `"sigmoid"` (`-log sigmoid(beta * (chosen log-ratio - rejected log-ratio))`,
+            the log-ratios summed over each sequence's tokens) or `"length_normalized"` (the same with each
+            sequence's log-ratio divided by its token count, so that a short chosen sequence against a long rejected
+            one is not a length preference; the log-ratios are then per token, so `vtd_dpo_beta` acts about a
+            sequence length more weakly).
+        vtd_chosen_nll_weight (`float`, *optional*, defaults to `0.0`):
+            Weight `w` of the negative log-likelihood of each pair's chosen sequence added to its DPO loss, as
+            TRL's `DPOConfig.rpo_alpha` (RPO, Pang et al., 2024): per pair `dpo_loss + w * NLL(chosen) / len(chosen)`,
+            the NLL averaged over the chosen sequence's tokens. It is part of the contrast term (weighted by
+            `vtd_contrast_beta`, divided by `vtd_contrast_normalizer`). `0.0` adds nothing.
+        vtd_chosen_nll_source (`str`, *optional*, defaults to `"all"`):
+            Which pairs' chosen sequences get the `vtd_chosen_nll_weight` term: `"all"`, `"sibling"` (only a
+            chosen sequence that is a correct completion of the student's own) or `"in_format"` (a sibling, or a
+            reference in the student's format as `vtd_chosen_source="auto"` judges it), so that a reference in
+            another format than the student's is never imitated token by token.
         vtd_distill_beta (`float`, *optional*, defaults to `0.0`):
             Interpolation of the token-level divergence: `0.0` is the forward KL(teacher || student), `1.0` the
             reverse KL(student || teacher), values in between the generalized Jensen-Shannon divergence.
@@ -99,8 +117,12 @@ class VtDConfig(GRPOConfig):
             Dataset column holding the reference chain of thought, the chosen side of the DPO pairs.
         vtd_chosen_source (`str`, *optional*, defaults to `"reference"`):
             Where the chosen sequence of a DPO pair comes from: `"reference"` (the reference column), `"sibling"`
-            (a correct completion of the same prompt) or `"reference_then_sibling"` (the reference when the row has
-            one, else a sibling). A pair without a chosen sequence is skipped and counted.
+            (a correct completion of the same prompt), `"reference_then_sibling"` (the reference when the row has
+            one, else a sibling) or `"sibling_then_reference"` (a correct sibling when the prompt has one, else the
+            reference: the chosen sequence is in the student's own format whenever one of its samples is right) or
+            `"auto"` (`"reference_then_sibling"` for a reference in the student's format, with its own `<think>`
+            block when the chat template opens one, `"sibling_then_reference"` for one without, such as GSM8K's).
+            A pair without a chosen sequence is skipped and counted.
         vtd_reference_format (`str`, *optional*, defaults to `"auto"`):
             Where a reference without its own `<think>` block goes in the chosen sequence, for chat templates with a
             thinking block (Qwen3): `"reasoning"` (inside the think block, its last line repeated as the answer, the
@@ -202,6 +224,29 @@ class VtDConfig(GRPOConfig):
         default=0.1,
         metadata={"help": "DPO temperature `beta` inside the contrast term's sigmoid."},
     )
+    vtd_dpo_loss_type: str = field(
+        default="sigmoid",
+        metadata={
+            "help": "DPO loss of each pair: 'sigmoid' (summed log-ratios) or 'length_normalized' (each sequence's "
+            "log-ratio divided by its token count).",
+            "choices": list(DPO_LOSS_TYPES),
+        },
+    )
+    vtd_chosen_nll_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the chosen sequence's per-token NLL added to each pair's DPO loss (RPO, TRL's "
+            "`rpo_alpha`), inside the contrast term. 0.0 adds nothing."
+        },
+    )
+    vtd_chosen_nll_source: str = field(
+        default="all",
+        metadata={
+            "help": "Pairs whose chosen sequence gets the NLL term: 'all', 'sibling' (the student's own correct "
+            "completions) or 'in_format' (siblings and references in the student's format).",
+            "choices": list(CHOSEN_NLL_SOURCES),
+        },
+    )
     vtd_distill_beta: float = field(
         default=0.0,
         metadata={
@@ -270,7 +315,8 @@ class VtDConfig(GRPOConfig):
         default="reference",
         metadata={
             "help": "Chosen sequence of a DPO pair: 'reference' (the reference column), 'sibling' (a correct "
-            "completion of the same prompt) or 'reference_then_sibling'.",
+            "completion of the same prompt), 'reference_then_sibling', 'sibling_then_reference' or 'auto' (the "
+            "reference first when it is in the student's format, else a sibling first).",
             "choices": list(CHOSEN_SOURCES),
         },
     )
@@ -321,7 +367,7 @@ class VtDConfig(GRPOConfig):
                 f"`teacher_model_init_kwargs` must be a dict or a JSON object string, got "
                 f'{self.teacher_model_init_kwargs!r}. Example: \'{{"dtype": "bfloat16"}}\'.'
             )
-        for name in ("vtd_distill_alpha", "vtd_contrast_beta", "vtd_dpo_beta"):
+        for name in ("vtd_distill_alpha", "vtd_contrast_beta", "vtd_dpo_beta", "vtd_chosen_nll_weight"):
             value = getattr(self, name)
             if not value >= 0.0:
                 raise ValueError(f"`{name}` must be >= 0, got {value}. Set it to a non-negative weight.")
@@ -340,6 +386,8 @@ class VtDConfig(GRPOConfig):
         for name, allowed in (
             ("vtd_distill_backend", DISTILL_BACKENDS),
             ("vtd_chosen_source", CHOSEN_SOURCES),
+            ("vtd_dpo_loss_type", DPO_LOSS_TYPES),
+            ("vtd_chosen_nll_source", CHOSEN_NLL_SOURCES),
             ("vtd_distill_normalizer", DISTILL_NORMALIZERS),
             ("vtd_contrast_normalizer", CONTRAST_NORMALIZERS),
             ("vtd_reference_format", REFERENCE_FORMATS),
@@ -353,6 +401,17 @@ class VtDConfig(GRPOConfig):
             raise ValueError(
                 "`vtd_chosen_source='sibling'` with `num_generations=1`: a prompt's only completion has no sibling to "
                 "be the chosen sequence. Use num_generations >= 2, or vtd_chosen_source='reference'."
+            )
+        if self.vtd_chosen_nll_weight > 0 and self.vtd_contrast_beta == 0:
+            raise ValueError(
+                f"`vtd_chosen_nll_weight={self.vtd_chosen_nll_weight}` with `vtd_contrast_beta=0`: the chosen "
+                "sequences' NLL is part of the contrast term, which is then off. Set vtd_contrast_beta > 0, or "
+                "vtd_chosen_nll_weight=0.0."
+            )
+        if self.vtd_chosen_nll_source != "all" and self.vtd_chosen_nll_weight == 0:
+            raise ValueError(
+                f"`vtd_chosen_nll_source={self.vtd_chosen_nll_source!r}` with `vtd_chosen_nll_weight=0`: there is no "
+                "NLL term to restrict. Set vtd_chosen_nll_weight > 0, or leave vtd_chosen_nll_source='all'."
             )
         if self.vtd_max_reference_length is not None and self.vtd_max_reference_length < 1:
             raise ValueError(

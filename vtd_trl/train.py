@@ -169,7 +169,9 @@ def describe_run(
         f"max {args.max_completion_length} tokens, temperature {args.temperature}, {generation}",
         f"loss      {args.vtd_distill_alpha} * distill (beta={args.vtd_distill_beta}, {kernel}) + "
         f"{args.vtd_contrast_beta} * DPO "
-        f"(beta={args.vtd_dpo_beta}, chosen: {args.vtd_chosen_source})",
+        f"(beta={args.vtd_dpo_beta}, {args.vtd_dpo_loss_type}, chosen: {args.vtd_chosen_source}"
+        + (f", + {args.vtd_chosen_nll_weight} * chosen NLL" if args.vtd_chosen_nll_weight else "")
+        + ")",
         f"schedule  {steps} optimizer steps, lr {args.learning_rate}, {precision}, "
         f"{world} process(es) [{distributed}]",
         f"output    {args.output_dir}" + (f", pushed to {args.hub_model_id} at the end" if push_to_hub else ""),

@@ -436,12 +436,13 @@ class VtDTrainer(GRPOTrainer):
         distill, contrast = distill & trainable, contrast & trainable
 
         if self.args.vtd_contrast_beta > 0:
-            chosen_ids, chosen_keys, chosen_cut = self._chosen_sequences(
+            chosen_ids, chosen_keys, chosen_cut, in_format = self._chosen_sequences(
                 inputs, output, all_rewards, contrast, group_size
             )
             has_chosen = torch.tensor([ids is not None for ids in chosen_ids], device=device)
         else:
             chosen_ids, chosen_keys, chosen_cut = [None] * batch_size, [-1] * batch_size, [False] * batch_size
+            in_format = [False] * batch_size
             has_chosen = torch.zeros(batch_size, dtype=torch.bool, device=device)
         pairs = contrast & has_chosen
         chosen_cut = contrast & torch.tensor(chosen_cut, dtype=torch.bool, device=device)
@@ -450,6 +451,8 @@ class VtDTrainer(GRPOTrainer):
         output["vtd_chosen_ids"] = chosen_tensor
         output["vtd_chosen_mask"] = chosen_mask
         output["vtd_chosen_key"] = torch.tensor(chosen_keys, device=device) * pairs - (~pairs).long()
+        output["vtd_chosen_is_sibling"] = output["vtd_chosen_key"] >= len(all_rewards)  # a sibling's key, see below
+        output["vtd_chosen_in_format"] = pairs & torch.tensor(in_format, dtype=torch.bool, device=device)
         output["vtd_distill"] = distill
         output["vtd_contrast"] = pairs
         scored = distill if self.args.vtd_distill_alpha > 0 else torch.zeros_like(distill)
@@ -531,10 +534,13 @@ class VtDTrainer(GRPOTrainer):
                 stored[name][rows[part], : value.shape[1]] = value
         return {f"vtd_teacher_{name}": value for name, value in stored.items()}
 
-    def _chosen_sequences(self, inputs, output, all_rewards, contrast, group_size) -> tuple[list, list[int], list]:
-        """The chosen completion token ids of each row (None when it has none), a key naming that sequence, and
+    def _chosen_sequences(
+        self, inputs, output, all_rewards, contrast, group_size
+    ) -> tuple[list, list[int], list[bool], list[bool]]:
+        """The chosen completion token ids of each row (None when it has none), a key naming that sequence,
         whether the chosen sequence found for the row ends without EOS (kept, or dropped with
-        `vtd_drop_truncated_chosen`)."""
+        `vtd_drop_truncated_chosen`), and whether the chosen sequence is in the student's own format (a sibling, or a
+        reference for which `_reference_in_format` holds)."""
         source = self.args.vtd_chosen_source
         batch_size = len(inputs)
         offset = self.accelerator.process_index * batch_size
@@ -554,35 +560,63 @@ class VtDTrainer(GRPOTrainer):
         ]
         drop = self.args.vtd_drop_truncated_chosen
         references: dict[int, list[int] | None] = {}
-        chosen, keys, cut = [], [], []
+        reference_in_format: dict[int, bool] = {}
+
+        def in_format(row, group) -> bool:
+            if group not in reference_in_format:
+                reference_in_format[group] = self._reference_in_format(
+                    row["prompt"], row.get(self.args.vtd_reference_column)
+                )
+            return reference_in_format[group]
+
+        # Each finder returns (ids or None, key, cut): cut is None when it found no candidate at all.
+        def reference(row, group):
+            if group not in references:
+                references[group] = self._reference_completion_ids(
+                    row["prompt"], row.get(self.args.vtd_reference_column)
+                )
+            ids = references[group]
+            if ids is None:
+                return None, -1, None
+            is_cut = ids[-1] not in self.eos_token_ids
+            return (None, -1, True) if is_cut and drop else (ids, group, is_cut)
+
+        def sibling(row, group):
+            is_cut = None
+            for j in range(group * group_size, (group + 1) * group_size):
+                if not correct[j]:
+                    continue
+                candidate = siblings[j][: self._max_chosen_length]
+                whole = candidate[-1] in self.eos_token_ids
+                if whole or not drop:  # the first correct sibling (that ends in EOS, when dropping cut ones)
+                    return candidate, len(all_rewards) + j, not whole  # after every reference's key (its group)
+                is_cut = True
+            return None, -1, is_cut
+
+        orders = {
+            "reference": (reference,),
+            "sibling": (sibling,),
+            "reference_then_sibling": (reference, sibling),
+            "sibling_then_reference": (sibling, reference),
+        }
+        chosen, keys, cut, formats = [], [], [], []
         for i, row in enumerate(inputs):
-            index = offset + i
-            group = index // group_size
+            group = (offset + i) // group_size
             ids, key, is_cut = None, -1, False
-            if contrast[i] and source != "sibling":
-                if group not in references:
-                    references[group] = self._reference_completion_ids(
-                        row["prompt"], row.get(self.args.vtd_reference_column)
-                    )
-                ids, key = references[group], group
-                if ids is not None and ids[-1] not in self.eos_token_ids:
-                    is_cut = True
-                    if drop:
-                        ids, key = None, -1
-            if contrast[i] and ids is None and siblings is not None:
-                for j in range(group * group_size, (group + 1) * group_size):
-                    if not correct[j]:
-                        continue
-                    candidate = siblings[j][: self._max_chosen_length]
-                    whole = candidate[-1] in self.eos_token_ids
-                    if whole or not drop:  # the first correct sibling (that ends in EOS, when dropping cut ones)
-                        ids, key, is_cut = candidate, len(all_rewards) + j, not whole
-                        break
-                    is_cut = True
+            if source == "auto":  # the reference first when it is in the student's format, else a sibling first
+                finders = orders["reference_then_sibling" if in_format(row, group) else "sibling_then_reference"]
+            else:
+                finders = orders[source]
+            for find in finders if contrast[i] else ():
+                ids, key, found_cut = find(row, group)
+                is_cut = is_cut if found_cut is None else found_cut
+                if ids is not None:
+                    break
             chosen.append(ids)
             keys.append(key)
             cut.append(is_cut)
-        return chosen, keys, cut
+            formats.append(ids is not None and (key >= len(all_rewards) or in_format(row, group)))
+        return chosen, keys, cut, formats
 
     @property
     def _max_chosen_length(self) -> int:
@@ -594,18 +628,9 @@ class VtDTrainer(GRPOTrainer):
             return None
         tokenizer = self._tokenizer
         if is_conversational({"prompt": prompt}):
-            template_kwargs = dict(
-                tools=self.tools or None, chat_template=self.chat_template, **self.chat_template_kwargs
-            )
-
-            def render(content: str | None) -> str:
-                messages = prompt if content is None else [*prompt, {"role": "assistant", "content": content}]
-                return tokenizer.apply_chat_template(
-                    messages, add_generation_prompt=content is None, tokenize=False, **template_kwargs
-                )
-
-            prefix = render(None)
-            full = render(self._reference_message(reference, render("x")[len(prefix) :]))
+            prefix = self._render(prompt, None)
+            turn = self._render(prompt, "x")[len(prefix) :]
+            full = self._render(prompt, self._reference_message(reference, turn))
             if full.startswith(prefix):
                 ids = tokenizer(full[len(prefix) :], add_special_tokens=False)["input_ids"]
                 end = next((k for k, token in enumerate(ids) if token in self.eos_token_ids), None)
@@ -620,6 +645,33 @@ class VtDTrainer(GRPOTrainer):
                 )
         ids = tokenizer(reference, add_special_tokens=False)["input_ids"] + [self.eos_token_ids[0]]
         return ids[: self._max_chosen_length]
+
+    def _render(self, prompt, content: str | None) -> str:
+        """The chat template's text of `prompt` with the generation prompt (`content` None) or with an assistant turn."""
+        messages = prompt if content is None else [*prompt, {"role": "assistant", "content": content}]
+        return self._tokenizer.apply_chat_template(
+            messages,
+            add_generation_prompt=content is None,
+            tokenize=False,
+            tools=self.tools or None,
+            chat_template=self.chat_template,
+            **self.chat_template_kwargs,
+        )
+
+    def _reference_in_format(self, prompt, reference: str | None) -> bool:
+        """Whether a reference is written in the format the student samples in: with its own think block when the
+        chat template opens one for the answer (a thinking-mode model, as Qwen3's), any reference otherwise.
+
+        A reference without its think block (human-written datasets such as GSM8K) is out of format for a thinking
+        model, however `vtd_reference_format` places it.
+        """
+        if not isinstance(reference, str) or not reference.strip():
+            return False
+        if "</think>" in reference or not is_conversational({"prompt": prompt}):
+            return True
+        prefix = self._render(prompt, None)
+        turn = self._render(prompt, "x")
+        return not (turn.startswith(prefix) and turn[len(prefix) :].lstrip().startswith("<think>"))
 
     def _reference_message(self, reference: str, rendered_turn: str) -> str:
         """The assistant content for a reference; `rendered_turn` is how the template renders a bare answer.
@@ -685,7 +737,9 @@ class VtDTrainer(GRPOTrainer):
         unwrapped = self.accelerator.unwrap_model(model)
         # The whole loss runs inside the wrapper's forward, so DDP / FSDP / ZeRO-3 see one forward per micro-batch.
         loss, sums = self._forward_redirection(model, unwrapped, self._vtd_loss, unwrapped, inputs, mode)
-        distill_sum, contrast_sum, margin_sum, won, pairs = self.accelerator.reduce(sums, reduction="sum").tolist()
+        distill_sum, contrast_sum, margin_sum, won, pairs, *nll = self.accelerator.reduce(
+            sums, reduction="sum"
+        ).tolist()
         steps = self.args.steps_per_generation if mode == "train" else 1
         distill_norm, contrast_norm = self._normalizers(inputs)
         metrics = self._metrics[mode]
@@ -693,6 +747,8 @@ class VtDTrainer(GRPOTrainer):
         metrics["vtd/contrast_loss"].append(contrast_sum * steps / contrast_norm.item())
         metrics["vtd/dpo_margin"].append(margin_sum / pairs if pairs else float("nan"))
         metrics["vtd/dpo_accuracy"].append(won / pairs if pairs else float("nan"))
+        if nll:  # `vtd_chosen_nll_weight > 0`: the chosen sequences' per-token NLL, averaged over the pairs with it
+            metrics["vtd/chosen_nll"].append(nll[0] / nll[1] if nll[1] else float("nan"))
         return loss
 
     def _normalizers(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -747,7 +803,7 @@ class VtDTrainer(GRPOTrainer):
                     signal,
                     teacher_weight,
                 )
-            contrast_sum, margin_sum, won = zero, zero, zero
+            contrast_sum, margin_sum, won, nll_sum, nll_pairs = zero, zero, zero, zero, zero
             # Scored on every process, rows or not: the kernel's backward gathers the LM head under ZeRO-3, and a
             # process that skipped it would leave the others waiting.
             if args.vtd_contrast_beta > 0:
@@ -755,10 +811,25 @@ class VtDTrainer(GRPOTrainer):
                 pair_rows = is_pair.nonzero().squeeze(-1)
                 scored = torch.cat([pair_rows, torch.arange(len(rows), len(batch), device=rows.device)])
                 logps = _sequence_logps_from_hidden(hidden[scored], weight, batch.rows(scored))
-                rejected, chosen = logps[:num_pairs], logps[num_pairs:][torch.searchsorted(unique_keys, pair_keys)]
+                chosen_of_pair = torch.searchsorted(unique_keys, pair_keys)
+                rejected, chosen = logps[:num_pairs], logps[num_pairs:][chosen_of_pair]
                 ref_chosen = inputs["vtd_ref_chosen_logps"][pairs]
                 ref_rejected = inputs["vtd_ref_rejected_logps"][pairs]
+                # Token counts of each pair's sequences: the rejected completion's, then its chosen sequence's
+                lengths = batch.loss_mask[scored].sum(1).to(logps.dtype).clamp(min=1.0)
+                rejected_length, chosen_length = lengths[:num_pairs], lengths[num_pairs:][chosen_of_pair]
+                if args.vtd_dpo_loss_type == "length_normalized":
+                    chosen, ref_chosen = chosen / chosen_length, ref_chosen / chosen_length
+                    rejected, ref_rejected = rejected / rejected_length, ref_rejected / rejected_length
                 losses = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=args.vtd_dpo_beta)
+                if args.vtd_chosen_nll_weight > 0:  # RPO: the chosen sequence's mean per-token NLL, in each pair
+                    nll = -logps[num_pairs:][chosen_of_pair] / chosen_length
+                    has_nll = torch.ones_like(nll)
+                    if args.vtd_chosen_nll_source != "all":
+                        column = {"sibling": "vtd_chosen_is_sibling", "in_format": "vtd_chosen_in_format"}
+                        has_nll = inputs[column[args.vtd_chosen_nll_source]][pairs].to(nll.dtype)
+                    losses = losses + args.vtd_chosen_nll_weight * has_nll * nll
+                    nll_sum, nll_pairs = (has_nll * nll).sum().detach(), has_nll.sum()
                 contrast_sum = losses.sum()
                 margins = args.vtd_dpo_beta * ((chosen - ref_chosen) - (rejected - ref_rejected)).detach()
                 margin_sum, won = margins.sum(), (margins > 0).float().sum()
@@ -769,7 +840,8 @@ class VtDTrainer(GRPOTrainer):
         loss = loss + scale * (
             args.vtd_distill_alpha * distill_sum / distill_norm + args.vtd_contrast_beta * contrast_sum / contrast_norm
         )
-        sums = torch.stack([distill_sum, contrast_sum, margin_sum, won, is_pair.sum().float()]).detach().float()
+        sums = [distill_sum, contrast_sum, margin_sum, won, is_pair.sum().float()]
+        sums = torch.stack(sums + ([nll_sum, nll_pairs] if args.vtd_chosen_nll_weight > 0 else [])).detach().float()
         return loss, sums
 
     def _hidden_states(self, model: PreTrainedModel, batch: "_Batch") -> torch.Tensor:

@@ -7,7 +7,11 @@ and temperature, the same learning-rate grid, and the same seeds. The student is
 
 - `vtd_*`: `VtDTrainer` with the options in the method's name (`k` = completions per prompt, so `completions / k`
   prompts per step; `cw` = contrast weight `vtd_contrast_beta`; `di` = `vtd_distill_incorrect`; `rkl` = reverse KL;
-  `sibling` = a correct completion of the same prompt as the chosen sequence instead of the reference);
+  `sibling` = a correct completion of the same prompt as the chosen sequence instead of the reference; `sibref` =
+  a correct sibling when the prompt has one, else the reference; `nll<w>` = the chosen sequence's per-token NLL
+  with weight w in each pair, `vtd_chosen_nll_weight` (`sibnll<w>`: only where the chosen is a sibling);
+  `ln_b<b>` = length-normalised DPO with DPO beta b; `auto` = the reference first when it is in the student's
+  format, else a sibling first; `fmtnll<w>` = the NLL only on chosen sequences in the student's format);
   `vtd_seed` is the method as published (K=8, alpha 5, contrast weight 0.1), `vtd_seed_literal` the same with each
   term divided by its own count (distilled tokens, DPO pairs);
 - `kd_forward`, `kd_reverse`: TRL's `DistillationTrainer` (on-policy distillation, one completion per prompt, so
@@ -64,9 +68,9 @@ class Method:
         return self.trainer == "sft"
 
 
-def vtd(k: int, cw: float, di: bool = False, rkl: bool = False, chosen: str = "reference") -> Method:
+def vtd(k: int, cw: float, di: bool = False, rkl: bool = False, chosen: str = "reference", **extra) -> Method:
     options = {"vtd_contrast_beta": cw, "vtd_distill_incorrect": di, "vtd_distill_beta": 1.0 if rkl else 0.0}
-    return Method("vtd", {**options, "vtd_chosen_source": chosen}, num_generations=k)
+    return Method("vtd", {**options, "vtd_chosen_source": chosen, **extra}, num_generations=k)
 
 
 METHODS = {
@@ -86,6 +90,39 @@ METHODS = {
     "vtd_k2_di_cw10": vtd(2, 10.0, di=True),
     "vtd_k2_di_cw3_rkl": vtd(2, 3.0, di=True, rkl=True),
     "vtd_k2_di_cw3_sibling": vtd(2, 3.0, di=True, chosen="sibling"),
+    # The contrast term's levers for references in another format than the student's (terse): an NLL of the chosen
+    # sequence (RPO), a chosen sequence in the student's own format when a sibling is right, length-normalised DPO
+    # (its per-token log-ratios with a DPO beta about a sequence length larger)
+    "vtd_k2_di_cw3_nll1": vtd(2, 3.0, di=True, vtd_chosen_nll_weight=1.0),
+    "vtd_k2_di_cw3_nll0.3": vtd(2, 3.0, di=True, vtd_chosen_nll_weight=0.3),
+    "vtd_k2_di_cw3_sibref": vtd(2, 3.0, di=True, chosen="sibling_then_reference"),
+    "vtd_k2_di_cw3_sibref_nll1": vtd(2, 3.0, di=True, chosen="sibling_then_reference", vtd_chosen_nll_weight=1.0),
+    "vtd_k2_di_cw3_ln_b5": vtd(2, 3.0, di=True, vtd_dpo_loss_type="length_normalized", vtd_dpo_beta=5.0),
+    "vtd_k2_di_cw3_sibref_sibnll1": vtd(
+        2, 3.0, di=True, chosen="sibling_then_reference", vtd_chosen_nll_weight=1.0, vtd_chosen_nll_source="sibling"
+    ),
+    # The chosen source by the reference's format: the reference first when it is in the student's format (think
+    # references), a sibling first when it is not (terse ones); the NLL only on chosen sequences in that format
+    "vtd_k2_di_cw3_auto": vtd(2, 3.0, di=True, chosen="auto"),
+    "vtd_k2_di_cw3_auto_ln_b5": vtd(
+        2, 3.0, di=True, chosen="auto", vtd_dpo_loss_type="length_normalized", vtd_dpo_beta=5.0
+    ),
+    "vtd_k2_di_cw3_sibref_sibnll3": vtd(
+        2, 3.0, di=True, chosen="sibling_then_reference", vtd_chosen_nll_weight=3.0, vtd_chosen_nll_source="sibling"
+    ),
+    "vtd_k2_di_cw3_sibref_sibnll1_ln_b5": vtd(
+        2,
+        3.0,
+        di=True,
+        chosen="sibling_then_reference",
+        vtd_chosen_nll_weight=1.0,
+        vtd_chosen_nll_source="sibling",
+        vtd_dpo_loss_type="length_normalized",
+        vtd_dpo_beta=5.0,
+    ),
+    "vtd_k2_di_cw3_auto_fmtnll1": vtd(
+        2, 3.0, di=True, chosen="auto", vtd_chosen_nll_weight=1.0, vtd_chosen_nll_source="in_format"
+    ),
     # Ablations of the seed's setup: each half of VtD alone, and the literal per-term normalisers
     "vtd_k8_cw0": vtd(8, 0.0),
     "vtd_k8_di_cw0": vtd(8, 0.0, di=True),
