@@ -86,6 +86,9 @@ METHODS = {
     "vtd_k2_di_cw10": vtd(2, 10.0, di=True),
     "vtd_k2_di_cw3_rkl": vtd(2, 3.0, di=True, rkl=True),
     "vtd_k2_di_cw3_sibling": vtd(2, 3.0, di=True, chosen="sibling"),
+    "vtd_k2_di_cw3_a2": Method("vtd", {**vtd(2, 3.0, di=True).options, "vtd_distill_alpha": 2.0}, num_generations=2),
+    "vtd_k2_di_cw3_a10": Method("vtd", {**vtd(2, 3.0, di=True).options, "vtd_distill_alpha": 10.0}, num_generations=2),
+    "vtd_k2_di_cw3_dpob0.5": Method("vtd", {**vtd(2, 3.0, di=True).options, "vtd_dpo_beta": 0.5}, num_generations=2),
     # Ablations of the seed's setup: each half of VtD alone, and the literal per-term normalisers
     "vtd_k8_cw0": vtd(8, 0.0),
     "vtd_k8_di_cw0": vtd(8, 0.0, di=True),
