@@ -123,6 +123,10 @@ METHODS = {
     "vtd_k2_di_cw3_auto_fmtnll1": vtd(
         2, 3.0, di=True, chosen="auto", vtd_chosen_nll_weight=1.0, vtd_chosen_nll_source="in_format"
     ),
+    # The two terms' weights and the DPO temperature, moved alone from the tuned set
+    "vtd_k2_di_cw3_a2": vtd(2, 3.0, di=True, vtd_distill_alpha=2.0),
+    "vtd_k2_di_cw3_a10": vtd(2, 3.0, di=True, vtd_distill_alpha=10.0),
+    "vtd_k2_di_cw3_dpob0.5": vtd(2, 3.0, di=True, vtd_dpo_beta=0.5),
     # Ablations of the seed's setup: each half of VtD alone, and the literal per-term normalisers
     "vtd_k8_cw0": vtd(8, 0.0),
     "vtd_k8_di_cw0": vtd(8, 0.0, di=True),
