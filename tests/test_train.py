@@ -42,7 +42,14 @@ def test_tuned_recipes_change_only_the_measured_options_at_the_same_compute(tune
     import yaml
 
     tuned, seed = (yaml.safe_load((ROOT / "recipes" / name).read_text()) for name in (tuned, seed))
-    measured = {"num_generations": 2, "vtd_contrast_beta": 3.0, "vtd_distill_incorrect": True}
+    measured = {
+        "num_generations": 2,
+        "vtd_contrast_beta": 3.0,
+        "vtd_distill_incorrect": True,
+        "vtd_chosen_source": "sibling_then_reference",
+        "vtd_chosen_nll_weight": 1.0,
+        "vtd_chosen_nll_source": "sibling",
+    }
     assert {k: tuned[k] for k in measured} == measured and not seed.get("vtd_distill_incorrect", False)
     sizes = {"demo_train_rows", "num_train_epochs", "output_dir"}  # the same completions at K = 2 instead of 8
     changed = {k for k in tuned.keys() | seed.keys() if tuned.get(k) != seed.get(k)}
