@@ -328,13 +328,6 @@ def sparse_distillation_loss(
     Returns:
         A scalar. With an empty mask it is an exact zero that still depends on `student_hidden` (zero gradient).
     """
-    _check_divergence_options(beta, temperature)
-    mask = mask.bool()
-    if mask.shape != student_hidden.shape[:-1]:
-        raise ValueError(
-            f"`mask` {tuple(mask.shape)} must match the leading dimensions of `student_hidden` "
-            f"{tuple(student_hidden.shape[:-1])}."
-        )
     if student_weight.dim() != 2 or student_weight.shape[1] != student_hidden.shape[-1]:
         raise ValueError(
             f"`student_weight` {tuple(student_weight.shape)} must be [vocab, {student_hidden.shape[-1]}] "
@@ -343,14 +336,12 @@ def sparse_distillation_loss(
     vocab = student_weight.shape[0] if vocab_size is None else vocab_size
     if not 0 < vocab <= student_weight.shape[0]:
         raise ValueError(f"`vocab_size` must be in [1, {student_weight.shape[0]}], got {vocab_size}.")
-    _check_topk_shapes(teacher_topk_logprobs, teacher_topk_ids, mask)
-    h_s = student_hidden[mask]
-    if num_items is None:
-        num_items = h_s.shape[0]
+    h_s, log_pt, ids = _masked_topk_inputs(
+        student_hidden, "student_hidden", teacher_topk_logprobs, teacher_topk_ids, mask, vocab, beta, temperature
+    )
     if h_s.shape[0] == 0:
         return student_hidden.reshape(-1)[:0].sum()
-    log_pt, ids = teacher_topk_logprobs[mask].float(), teacher_topk_ids[mask]
-    _check_topk_values(log_pt, ids, vocab)
+    num_items = h_s.shape[0] if num_items is None else num_items
     w_s = student_weight[:vocab].to(h_s.dtype)
     chunk_size = chunk_size or chunk_tokens(h_s.shape[0], vocab)
     return _SparseChunkedDivergence.apply(h_s, w_s, log_pt, ids, beta, temperature, chunk_size) / num_items
@@ -367,21 +358,13 @@ def sparse_distillation_loss_from_logits(
     num_items: torch.Tensor | int | None = None,
 ) -> torch.Tensor:
     """`sparse_distillation_loss` from the student's `[..., V]` logits (through autograd, unchunked)."""
-    _check_divergence_options(beta, temperature)
-    mask = mask.bool()
-    if mask.shape != student_logits.shape[:-1]:
-        raise ValueError(
-            f"`mask` {tuple(mask.shape)} must match the leading dimensions of `student_logits` "
-            f"{tuple(student_logits.shape[:-1])}."
-        )
-    _check_topk_shapes(teacher_topk_logprobs, teacher_topk_ids, mask)
-    z_s = student_logits[mask]
-    if num_items is None:
-        num_items = z_s.shape[0]
+    vocab = student_logits.shape[-1]
+    z_s, log_pt, ids = _masked_topk_inputs(
+        student_logits, "student_logits", teacher_topk_logprobs, teacher_topk_ids, mask, vocab, beta, temperature
+    )
     if z_s.shape[0] == 0:
         return student_logits.reshape(-1)[:0].sum()
-    log_pt, ids = teacher_topk_logprobs[mask].float(), teacher_topk_ids[mask]
-    _check_topk_values(log_pt, ids, z_s.shape[-1])
+    num_items = z_s.shape[0] if num_items is None else num_items
     return sparse_jsd(z_s.float() / temperature, log_pt, ids, beta).sum() / num_items
 
 
@@ -467,6 +450,24 @@ def _check_divergence_options(beta: float, temperature: float) -> None:
         raise ValueError(f"`beta` must be in [0, 1], got {beta}.")
     if not temperature > 0.0:
         raise ValueError(f"`temperature` must be > 0, got {temperature}.")
+
+
+def _masked_topk_inputs(student, name, logprobs, ids, mask, vocab, beta, temperature):
+    """The checked masked rows of `student` (`[..., D]` hidden states or logits, named `name` in errors) and of the
+    teacher's top-k log-probs (float32) and ids; the last two are None when the mask selects nothing."""
+    _check_divergence_options(beta, temperature)
+    mask = mask.bool()
+    if mask.shape != student.shape[:-1]:
+        raise ValueError(
+            f"`mask` {tuple(mask.shape)} must match the leading dimensions of `{name}` {tuple(student.shape[:-1])}."
+        )
+    _check_topk_shapes(logprobs, ids, mask)
+    rows = student[mask]
+    if rows.shape[0] == 0:
+        return rows, None, None
+    logprobs, ids = logprobs[mask].float(), ids[mask]
+    _check_topk_values(logprobs, ids, vocab)
+    return rows, logprobs, ids
 
 
 def _check_topk_shapes(logprobs: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> None:
