@@ -16,6 +16,7 @@ import time
 import requests
 import torch
 from requests.adapters import HTTPAdapter
+from torch.distributed.tensor import DTensor
 from trl.generation.vllm_client import VLLMClient
 from trl.trainer.utils import get_config_model_id, maybe_gather_lm_head_ctx
 from urllib3.util.retry import Retry
@@ -75,9 +76,14 @@ class LocalTeacher(Teacher):
             return {"hidden": hidden}
         head = unwrapped.get_output_embeddings().weight
         with maybe_gather_lm_head_ctx(head):
-            weight = head.full_tensor() if hasattr(head, "full_tensor") else head
+            weight = _full_tensor(head)
             logprobs, ids = topk_logprobs(hidden, weight[: self.vocab_size], self.top_k, temperature=self.temperature)
         return {"topk_logprobs": logprobs, "topk_ids": ids.int()}
+
+
+def _full_tensor(weight: torch.Tensor) -> torch.Tensor:
+    # Under FSDP2 the LM head is a sharded DTensor; the fused losses take the whole head, gathered once per call.
+    return weight.full_tensor() if isinstance(weight, DTensor) else weight
 
 
 class TeacherServerError(RuntimeError):

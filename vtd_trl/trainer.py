@@ -10,7 +10,6 @@ import torch
 from accelerate.utils import DistributedType, gather_object, is_peft_model
 from datasets import Dataset, IterableDataset
 from torch.distributed.fsdp import FSDPModule
-from torch.distributed.tensor import DTensor
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from trl import GRPOTrainer
@@ -32,7 +31,7 @@ from .config import VtDConfig
 from .losses import check_backend, distillation_loss, dpo_loss, sparse_distillation_loss
 from .model_card import CITATION, vtd_model_card
 from .rewards import make_correctness_reward
-from .teachers import LocalTeacher, ServerTeacher
+from .teachers import LocalTeacher, ServerTeacher, _full_tensor
 
 # Vocabulary columns per tile of the sequence log-probability kernel
 _LOGPROB_CHUNK = 32768
@@ -915,11 +914,6 @@ def _logit_scale(config) -> float:
     if scaling is None:
         return 1.0
     return float(scaling) if config.model_type == "hyperclovax" else 1.0 / float(scaling)
-
-
-def _full_tensor(weight: torch.Tensor) -> torch.Tensor:
-    # Under FSDP2 the LM head is a sharded DTensor; the fused losses take the whole head, gathered once per call.
-    return weight.full_tensor() if isinstance(weight, DTensor) else weight
 
 
 def _trainable_head_weight(head: torch.nn.Module) -> torch.Tensor:
