@@ -901,3 +901,13 @@ def test_model_card_names_the_method(model_dirs, tmp_path):
     trainer.create_model_card(model_name="tiny-vtd")
     card = (tmp_path / "README.md").read_text()
     assert "- vtd" in card and "VtD" in card
+    args = trainer.args
+    for name, value in [
+        ("`num_generations`", args.num_generations),
+        ("`vtd_distill_alpha`", args.vtd_distill_alpha),
+        ("`vtd_contrast_beta`", args.vtd_contrast_beta),
+        ("`vtd_distill_top_k`", "full vocabulary"),
+        ("teacher scored", "locally, per generation batch"),
+    ]:
+        row = next(line for line in card.splitlines() if name in line)
+        assert f"`{value}`" in row, row

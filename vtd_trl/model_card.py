@@ -21,6 +21,7 @@ def _hub_id(name: str | None) -> str | None:
 def hyperparameters(args) -> list[tuple[str, str]]:
     """The settings a reader needs to reproduce a VtD run, as (name, value) rows."""
     generation = f"vLLM ({args.vllm_mode})" if args.use_vllm else "transformers"
+    teacher_signal = args.vtd_teacher_signal.replace("_", " ")
     rows = [
         ("completions per prompt (K, `num_generations`)", args.num_generations),
         ("distillation weight (`vtd_distill_alpha`)", args.vtd_distill_alpha),
@@ -30,6 +31,8 @@ def hyperparameters(args) -> list[tuple[str, str]]:
         ("chosen-sequence NLL weight (`vtd_chosen_nll_weight`)", args.vtd_chosen_nll_weight),
         ("pairs with the NLL (`vtd_chosen_nll_source`)", args.vtd_chosen_nll_source),
         ("divergence (`vtd_distill_beta`: 0 forward KL, 1 reverse KL)", args.vtd_distill_beta),
+        ("teacher log-probs (`vtd_distill_top_k`)", args.vtd_distill_top_k or "full vocabulary"),
+        ("teacher scored", "by a vLLM server" if args.teacher_server_base_url else f"locally, per {teacher_signal}"),
         ("distillation temperature", args.vtd_distill_temperature),
         ("normalisers (distill, contrast)", f"{args.vtd_distill_normalizer}, {args.vtd_contrast_normalizer}"),
         ("incorrect completions also distilled", args.vtd_distill_incorrect),
