@@ -670,7 +670,7 @@ class VtDTrainer(GRPOTrainer):
             return True
         prefix = self._render(prompt, None)
         turn = self._render(prompt, "x")
-        return not (turn.startswith(prefix) and turn[len(prefix) :].lstrip().startswith("<think>"))
+        return not (turn.startswith(prefix) and _opens_think_block(turn[len(prefix) :]))
 
     def _reference_message(self, reference: str, rendered_turn: str) -> str:
         """The assistant content for a reference; `rendered_turn` is how the template renders a bare answer.
@@ -679,7 +679,7 @@ class VtDTrainer(GRPOTrainer):
         answer would follow an empty think block instead, and DPO would then reward closing the block at once.
         """
         style = self.args.vtd_reference_format
-        thinking = rendered_turn.lstrip().startswith("<think>")  # the template opens a think block for the answer
+        thinking = _opens_think_block(rendered_turn)
         if "</think>" in reference or style == "answer" or (style == "auto" and not thinking):
             return reference
         final_line = reference.strip().splitlines()[-1]
@@ -927,6 +927,11 @@ def _trainable_head_weight(head: torch.nn.Module) -> torch.Tensor:
         head.unshard()
         return head.weight
     return _full_tensor(head.weight)
+
+
+def _opens_think_block(rendered_turn: str) -> bool:
+    """Whether the chat template renders an assistant answer after an opened think block (thinking mode, Qwen3)."""
+    return rendered_turn.lstrip().startswith("<think>")
 
 
 def _first_occurrence(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
