@@ -100,3 +100,26 @@ def test_summary_takes_the_best_mean_learning_rate_and_its_spread():
         assert cell["by_learning_rate"] == pytest.approx({1e-4: 0.6, 3e-4: 0.4})
     table = methods.markdown([row], ["strong/think", "imperfect/terse"], "header")
     assert "| grpo | 60.0% ± 10.0% @0.0001 | 60.0% ± 10.0% @0.0001 (= strong/think) | 1 |" in table
+
+
+def test_the_table_is_of_the_commands_seeds_and_learning_rates(tmp_path, monkeypatch, capsys):
+    import json
+    import sys
+
+    runs = [
+        {"method": "sft", "regime": regime, "seed": s, "learning_rate": lr, "accuracy": a, "train_seconds": 1}
+        for regime in ("strong/think", "strong/terse")
+        for s, lr, a in ((0, 3e-4, 0.5), (1, 3e-4, 0.7), (2, 3e-4, 0.0), (0, 1e-4, 0.9))
+    ]
+    output = tmp_path / "runs.json"
+    output.write_text(json.dumps({"budget": methods.Budget().__dict__, "results": runs}))
+    argv = ["methods.py", "--methods", "sft", "--seeds", "0", "1", "--output", str(output), "--table-only"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--markdown", str(tmp_path / "table.md")])
+    methods.main()
+    table = (tmp_path / "table.md").read_text()
+    # Seeds 0 and 1 at 3e-4 (1e-4 ran on one seed only); seed 2 is in the file but not asked for
+    assert "| sft | 60.0% ± 14.1% @0.0003 | 60.0% ± 14.1% @0.0003 |" in table
+    assert table in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", [*argv, "--steps", "7"])
+    with pytest.raises(SystemExit):  # runs at another budget are not mixed
+        methods.main()

@@ -11,7 +11,9 @@ and temperature, the same learning-rate grid, and the same seeds. The student is
   a correct sibling when the prompt has one, else the reference; `nll<w>` = the chosen sequence's per-token NLL
   with weight w in each pair, `vtd_chosen_nll_weight` (`sibnll<w>`: only where the chosen is a sibling);
   `ln_b<b>` = length-normalised DPO with DPO beta b; `auto` = the reference first when it is in the student's
-  format, else a sibling first; `fmtnll<w>` = the NLL only on chosen sequences in the student's format);
+  format, else a sibling first; `fmtnll<w>` = the NLL only on chosen sequences in the student's format; `a<w>` =
+  distillation weight `vtd_distill_alpha`; `ref<n>` = chosen sequences up to n tokens, `vtd_max_reference_length`;
+  `dpob<b>` = DPO beta b);
   `vtd_seed` is the method as published (K=8, alpha 5, contrast weight 0.1), `vtd_seed_literal` the same with each
   term divided by its own count (distilled tokens, DPO pairs);
 - `kd_forward`, `kd_reverse`: TRL's `DistillationTrainer` (on-policy distillation, one completion per prompt, so
@@ -27,6 +29,7 @@ answer is N.", as human-written datasets have them). A method that reads no teac
 
     python scripts/bench/methods.py                                  # the default methods, 3 seeds, all regimes
     python scripts/bench/methods.py --methods kd_forward vtd_seed --regimes strong/think --seeds 0 --jobs 2
+    python scripts/bench/methods.py --methods kd_forward sft --steps 100 --output methods_100_steps.json
 
 Prints a Markdown table (best learning rate of the grid per method and regime, mean ± std over seeds) and writes
 `--output` (JSON, every run) and the same table as Markdown next to it.
@@ -73,6 +76,11 @@ def vtd(k: int, cw: float, di: bool = False, rkl: bool = False, chosen: str = "r
     return Method("vtd", {**options, "vtd_chosen_source": chosen, **extra}, num_generations=k)
 
 
+# The tuned set's contrast options: a correct sibling as the chosen sequence first, with its NLL
+TUNED_CONTRAST = dict(
+    chosen="sibling_then_reference", vtd_chosen_nll_weight=1.0, vtd_chosen_nll_source="sibling"
+)
+
 METHODS = {
     "kd_forward": Method("kd", {"beta": 0.0}),
     "kd_reverse": Method("kd", {"beta": 1.0}),
@@ -98,9 +106,7 @@ METHODS = {
     "vtd_k2_di_cw3_sibref": vtd(2, 3.0, di=True, chosen="sibling_then_reference"),
     "vtd_k2_di_cw3_sibref_nll1": vtd(2, 3.0, di=True, chosen="sibling_then_reference", vtd_chosen_nll_weight=1.0),
     "vtd_k2_di_cw3_ln_b5": vtd(2, 3.0, di=True, vtd_dpo_loss_type="length_normalized", vtd_dpo_beta=5.0),
-    "vtd_k2_di_cw3_sibref_sibnll1": vtd(
-        2, 3.0, di=True, chosen="sibling_then_reference", vtd_chosen_nll_weight=1.0, vtd_chosen_nll_source="sibling"
-    ),
+    "vtd_k2_di_cw3_sibref_sibnll1": vtd(2, 3.0, di=True, **TUNED_CONTRAST),
     # The chosen source by the reference's format: the reference first when it is in the student's format (think
     # references), a sibling first when it is not (terse ones); the NLL only on chosen sequences in that format
     "vtd_k2_di_cw3_auto": vtd(2, 3.0, di=True, chosen="auto"),
@@ -123,7 +129,15 @@ METHODS = {
     "vtd_k2_di_cw3_auto_fmtnll1": vtd(
         2, 3.0, di=True, chosen="auto", vtd_chosen_nll_weight=1.0, vtd_chosen_nll_source="in_format"
     ),
-    # The two terms' weights and the DPO temperature, moved alone from the tuned set
+    # Moved alone from the tuned set, for the imperfect teacher with terse references: chosen references not cut
+    # (a terse reference in the think format is longer than 64 tokens), more samples per prompt (more correct
+    # siblings), less weight on the teacher
+    "vtd_k2_di_cw3_sibref_sibnll1_ref96": vtd(2, 3.0, di=True, **TUNED_CONTRAST, vtd_max_reference_length=96),
+    "vtd_k4_di_cw3_sibref_sibnll1": vtd(4, 3.0, di=True, **TUNED_CONTRAST),
+    "vtd_k2_di_cw3_sibref_sibnll1_a2": vtd(2, 3.0, di=True, **TUNED_CONTRAST, vtd_distill_alpha=2.0),
+    "vtd_k2_cw3_sibref_sibnll1": vtd(2, 3.0, **TUNED_CONTRAST),
+    "vtd_k2_di_cw3_sibling_sibnll1": vtd(2, 3.0, di=True, **{**TUNED_CONTRAST, "chosen": "sibling"}),
+    # The two terms' weights and the DPO temperature, moved alone from the first tuned set
     "vtd_k2_di_cw3_a2": vtd(2, 3.0, di=True, vtd_distill_alpha=2.0),
     "vtd_k2_di_cw3_a10": vtd(2, 3.0, di=True, vtd_distill_alpha=10.0),
     "vtd_k2_di_cw3_dpob0.5": vtd(2, 3.0, di=True, vtd_dpo_beta=0.5),
@@ -308,13 +322,15 @@ def main():
     parser.add_argument("--learning-rates", nargs="+", type=float, default=[3e-4])
     parser.add_argument("--steps", type=int, default=Budget.steps)
     parser.add_argument("--completions", type=int, default=Budget.completions, help="Sequences per step.")
+    parser.add_argument("--temperature", type=float, default=Budget.temperature, help="Sampling temperature.")
     parser.add_argument("--jobs", type=int, default=2, help="Runs in parallel, one torch thread each.")
-    parser.add_argument("--output", default="methods.json", help="JSON of every run; the table goes to .md beside it.")
+    parser.add_argument("--output", default="methods.json", help="JSON of every run.")
     parser.add_argument("--resume", action="store_true", help="Keep the runs already in --output, run the rest.")
     parser.add_argument("--table-only", action="store_true", help="Print the table of the runs in --output, run none.")
+    parser.add_argument("--markdown", help="Where the table goes (default: --output with .md).")
     args = parser.parse_args()
     methods = list(METHODS) if "all" in args.methods else args.methods
-    budget = Budget(steps=args.steps, completions=args.completions)
+    budget = Budget(steps=args.steps, completions=args.completions, temperature=args.temperature)
     for name in methods:
         if budget.completions % METHODS[name].num_generations:
             parser.error(f"--completions {budget.completions} is not a multiple of K of {name}")
@@ -326,7 +342,7 @@ def main():
         if saved["budget"] != budget.__dict__:
             parser.error(
                 f"{args.output} holds runs at another budget ({saved['budget']}, this command: {budget.__dict__}); "
-                "give the same --steps and --completions, or another --output."
+                "give the same --steps, --completions and --temperature, or another --output."
             )
         results = saved["results"]
     done = {(r["method"], r["regime"], r["seed"], r["learning_rate"]) for r in results}
@@ -341,7 +357,6 @@ def main():
         - done
     )
     if args.table_only:
-        results = [r for r in results if r["seed"] in args.seeds and r["learning_rate"] in args.learning_rates]
         todo = []
     start = time.perf_counter()
 
@@ -367,11 +382,12 @@ def main():
             else f"{len(todo)} runs in {wall / 60:.1f} min, {args.jobs} at a time"
         )
     )
-    table = markdown(summarize(results, methods, args.regimes), args.regimes, header)
+    # The table is of this command's seeds and learning rates, whatever else `--output` holds
+    shown = [r for r in results if r["seed"] in args.seeds and r["learning_rate"] in args.learning_rates]
+    table = markdown(summarize(shown, methods, args.regimes), args.regimes, header)
     print("\n" + table)
-    if not args.table_only:
-        with open(os.path.splitext(args.output)[0] + ".md", "w") as f:
-            f.write(table + "\n")
+    with open(args.markdown or os.path.splitext(args.output)[0] + ".md", "w") as f:
+        f.write(table + "\n")
 
 
 if __name__ == "__main__":
