@@ -32,7 +32,7 @@ answer is N.", as human-written datasets have them). A method that reads no teac
     python scripts/bench/methods.py --methods kd_forward sft --steps 100 --output methods_100_steps.json
 
 Prints a Markdown table (best learning rate of the grid per method and regime, mean ± std over seeds) and writes
-`--output` (JSON, every run) and the same table as Markdown next to it.
+`--output` (JSON, every run) and the same table as Markdown (`--markdown`, by default next to `--output`).
 """
 
 import argparse
@@ -77,9 +77,7 @@ def vtd(k: int, cw: float, di: bool = False, rkl: bool = False, chosen: str = "r
 
 
 # The tuned set's contrast options: a correct sibling as the chosen sequence first, with its NLL
-TUNED_CONTRAST = dict(
-    chosen="sibling_then_reference", vtd_chosen_nll_weight=1.0, vtd_chosen_nll_source="sibling"
-)
+TUNED_CONTRAST = dict(chosen="sibling_then_reference", vtd_chosen_nll_weight=1.0, vtd_chosen_nll_source="sibling")
 
 METHODS = {
     "kd_forward": Method("kd", {"beta": 0.0}),
