@@ -86,6 +86,36 @@ def test_methods_that_ignore_an_axis_fill_its_columns_from_one_run():
     assert methods.regime_runs(methods.METHODS["vtd_seed"], methods.REGIMES) == {r: r for r in methods.REGIMES}
 
 
+def test_written_references_are_the_teachers_verified_solutions():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from vtd_trl.demo.models import demo_model_path
+    from vtd_trl.demo.task import demo_dataset
+
+    teacher = demo_model_path("teacher_imperfect")
+    tokenizer = AutoTokenizer.from_pretrained(demo_model_path("student"))
+    model = AutoModelForCausalLM.from_pretrained(teacher)
+    terse = demo_dataset("train", 16, seed=0, reference_style="terse")
+    rows = methods.written_references(16, 0, teacher, tokenizer, verified_only=False)
+    solved = [graded_by_hand(model, tokenizer, [row]) == 1.0 for row in terse]
+    assert 0 < sum(solved) < len(solved)  # the imperfect teacher solves some of them
+    for row, original, right in zip(rows, terse, solved):
+        assert row["prompt"] == original["prompt"] and row["answer"] == original["answer"]
+        if right:  # its own solution, in the thinking format
+            assert row["reference"].startswith("<think>\n") and f"\\boxed{{{row['answer']}}}" in row["reference"]
+        else:
+            assert row["reference"] == original["reference"]
+    kept = methods.written_references(8, 0, teacher, tokenizer, verified_only=True)
+    assert len(kept) == 8 and all(f"\\boxed{{{r['answer']}}}" in r["reference"] for r in kept)
+    # The references are written by the regime's teacher, so SFT on them depends on the teacher; KD does not
+    assert methods.regime_runs(methods.METHODS["sft"], ["imperfect/written"]) == {
+        "imperfect/written": "imperfect/written"
+    }
+    assert methods.regime_runs(methods.METHODS["kd_forward"], ["imperfect/written"]) == {
+        "imperfect/written": "imperfect/think"
+    }
+
+
 def test_summary_takes_the_best_mean_learning_rate_and_its_spread():
     results = [
         {"method": "grpo", "regime": "strong/think", "seed": s, "learning_rate": lr, "accuracy": a, "train_seconds": 1}

@@ -25,7 +25,11 @@ and temperature, the same learning-rate grid, and the same seeds. The student is
 Regimes are the columns: the teacher (`strong`: the shipped 99.5% teacher; `imperfect`: the shipped 65% one) times
 the references (`think`: written in the student's own thinking-mode format; `terse`: one line of steps and "The
 answer is N.", as human-written datasets have them). A method that reads no teacher (GRPO, SFT) or no reference
-(KD, GRPO) runs once per regime it depends on, and that run fills the other columns.
+(KD, GRPO) runs once per regime it depends on, and that run fills the other columns. Opt-in columns
+(`--regimes imperfect/written`): the terse references rewritten by the regime's teacher, its greedy solution where
+that verifies, as datasets of reasoning traces are made (SFT keeps only those rows: rejection sampling; the other
+methods keep the terse reference where the teacher fails). Writing them costs one teacher generation per prompt, which
+no other column spends.
 
     python scripts/bench/methods.py                                  # the default methods, 3 seeds, all regimes
     python scripts/bench/methods.py --methods kd_forward vtd_seed --regimes strong/think --seeds 0 --jobs 2
@@ -50,6 +54,8 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 TEACHERS = {"strong": "teacher", "imperfect": "teacher_imperfect"}
 REFERENCE_STYLES = ("think", "terse")
 REGIMES = [f"{teacher}/{style}" for teacher in TEACHERS for style in REFERENCE_STYLES]
+# Opt-in: the terse references rewritten by the regime's teacher (its greedy solution, where it verifies)
+WRITTEN_REGIMES = [f"{teacher}/written" for teacher in TEACHERS]
 
 
 @dataclass(frozen=True)
@@ -165,7 +171,8 @@ def regime_runs(method: Method, regimes: list[str]) -> dict[str, str]:
     runs = {}
     for regime in regimes:
         teacher, style = regime.split("/")
-        teacher = teacher if method.uses_teacher else next(iter(TEACHERS))
+        writes = style == "written" and method.uses_reference  # the teacher wrote the references
+        teacher = teacher if method.uses_teacher or writes else next(iter(TEACHERS))
         style = style if method.uses_reference else REFERENCE_STYLES[0]
         runs[regime] = f"{teacher}/{style}"
     return runs
@@ -186,7 +193,10 @@ def build_trainer(name: str, regime: str, seed: int, learning_rate: float, budge
     student, teacher = demo_model_path("student"), demo_model_path(TEACHERS[teacher_role])
     tokenizer = AutoTokenizer.from_pretrained(student)
     num_prompts = budget.steps * budget.completions // method.num_generations
-    dataset = demo_dataset("train", num_prompts, seed=seed, reference_style=style)
+    if style == "written":
+        dataset = written_references(num_prompts, seed, teacher, tokenizer, verified_only=method.trainer == "sft")
+    else:
+        dataset = demo_dataset("train", num_prompts, seed=seed, reference_style=style)
     common = dict(
         output_dir=output_dir, max_steps=budget.steps, learning_rate=learning_rate, lr_scheduler_type="constant",
         per_device_train_batch_size=budget.completions, seed=seed, use_cpu=True, bf16=False, report_to="none",
@@ -216,6 +226,32 @@ def build_trainer(name: str, regime: str, seed: int, learning_rate: float, budge
         model=student, teacher_model=teacher, args=args, train_dataset=dataset,
         processing_class=tokenizer,
     )  # fmt: skip
+
+
+def written_references(num_prompts: int, seed: int, teacher: str, tokenizer, verified_only: bool):
+    """Training rows whose terse reference is replaced by the teacher's greedy solution where that verifies (as a
+    dataset of reasoning traces is made). With `verified_only` (SFT on the traces, rejection sampling) only those rows
+    are kept, drawing more prompts until there are `num_prompts`; otherwise a row the teacher fails keeps its terse
+    reference."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    from vtd_trl.demo.evaluate import evaluate
+    from vtd_trl.demo.task import demo_dataset
+
+    model = AutoModelForCausalLM.from_pretrained(teacher)
+    draw = num_prompts
+    while True:
+        rows = demo_dataset("train", draw, seed=seed, reference_style="terse")
+        result = evaluate(model, tokenizer, rows)
+        written = [
+            {**row, "reference": completion} if verdict else row
+            for row, completion, verdict in zip(rows, result.completions, result.verdicts)
+            if verdict or not verified_only
+        ]
+        if len(written) >= num_prompts:
+            return Dataset.from_list(written[:num_prompts])
+        draw = int(draw * 1.25 * num_prompts / max(len(written), 1)) + 1
 
 
 def held_out_accuracy(model, tokenizer, rows: int) -> float:
@@ -315,7 +351,7 @@ def markdown(rows: list[dict], regimes: list[str], header: str) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS) + ["all"])
-    parser.add_argument("--regimes", nargs="+", default=REGIMES, choices=REGIMES)
+    parser.add_argument("--regimes", nargs="+", default=REGIMES, choices=REGIMES + WRITTEN_REGIMES)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--learning-rates", nargs="+", type=float, default=[3e-4])
     parser.add_argument("--steps", type=int, default=Budget.steps)
