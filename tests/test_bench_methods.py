@@ -105,14 +105,13 @@ def test_written_references_are_the_teachers_verified_solutions():
             assert row["reference"].startswith("<think>\n") and f"\\boxed{{{row['answer']}}}" in row["reference"]
         else:
             assert row["reference"] == original["reference"]
-    kept = methods.written_references(8, 0, teacher, tokenizer, verified_only=True)
+    kept = methods.written_references(8, 0, teacher, tokenizer, verified_only=True)  # the `verified` regime
     assert len(kept) == 8 and all(f"\\boxed{{{r['answer']}}}" in r["reference"] for r in kept)
     # The references are written by the regime's teacher, so SFT on them depends on the teacher; KD does not
-    assert methods.regime_runs(methods.METHODS["sft"], ["imperfect/written"]) == {
-        "imperfect/written": "imperfect/written"
-    }
-    assert methods.regime_runs(methods.METHODS["kd_forward"], ["imperfect/written"]) == {
-        "imperfect/written": "imperfect/think"
+    written = methods.WRITTEN_REGIMES
+    assert methods.regime_runs(methods.METHODS["sft"], written) == {r: r for r in written}
+    assert methods.regime_runs(methods.METHODS["kd_forward"], written) == {
+        r: r.split("/")[0] + "/think" for r in written
     }
 
 

@@ -26,10 +26,10 @@ Regimes are the columns: the teacher (`strong`: the shipped 99.5% teacher; `impe
 the references (`think`: written in the student's own thinking-mode format; `terse`: one line of steps and "The
 answer is N.", as human-written datasets have them). A method that reads no teacher (GRPO, SFT) or no reference
 (KD, GRPO) runs once per regime it depends on, and that run fills the other columns. Opt-in columns
-(`--regimes imperfect/written`): the terse references rewritten by the regime's teacher, its greedy solution where
-that verifies, as datasets of reasoning traces are made (SFT keeps only those rows: rejection sampling; the other
-methods keep the terse reference where the teacher fails). Writing them costs one teacher generation per prompt, which
-no other column spends.
+(`--regimes imperfect/written imperfect/verified`): the terse references rewritten by the regime's teacher, its greedy
+solution where that verifies, as datasets of reasoning traces are made; `written` keeps the terse reference where the
+teacher fails, `verified` keeps only the rows it solves (rejection sampling, drawing more prompts). Writing them costs
+one teacher generation per prompt drawn, which no other column spends.
 
     python scripts/bench/methods.py                                  # the default methods, 3 seeds, all regimes
     python scripts/bench/methods.py --methods kd_forward vtd_seed --regimes strong/think --seeds 0 --jobs 2
@@ -54,8 +54,10 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 TEACHERS = {"strong": "teacher", "imperfect": "teacher_imperfect"}
 REFERENCE_STYLES = ("think", "terse")
 REGIMES = [f"{teacher}/{style}" for teacher in TEACHERS for style in REFERENCE_STYLES]
-# Opt-in: the terse references rewritten by the regime's teacher (its greedy solution, where it verifies)
-WRITTEN_REGIMES = [f"{teacher}/written" for teacher in TEACHERS]
+# Opt-in: the terse references rewritten by the regime's teacher, its greedy solution where that verifies (`written`:
+# the other rows keep their terse reference; `verified`: only the rows with a verified solution are kept)
+WRITTEN_STYLES = ("written", "verified")
+WRITTEN_REGIMES = [f"{teacher}/{style}" for teacher in TEACHERS for style in WRITTEN_STYLES]
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,7 @@ def regime_runs(method: Method, regimes: list[str]) -> dict[str, str]:
     runs = {}
     for regime in regimes:
         teacher, style = regime.split("/")
-        writes = style == "written" and method.uses_reference  # the teacher wrote the references
+        writes = style in WRITTEN_STYLES and method.uses_reference  # the teacher wrote the references
         teacher = teacher if method.uses_teacher or writes else next(iter(TEACHERS))
         style = style if method.uses_reference else REFERENCE_STYLES[0]
         runs[regime] = f"{teacher}/{style}"
@@ -193,8 +195,8 @@ def build_trainer(name: str, regime: str, seed: int, learning_rate: float, budge
     student, teacher = demo_model_path("student"), demo_model_path(TEACHERS[teacher_role])
     tokenizer = AutoTokenizer.from_pretrained(student)
     num_prompts = budget.steps * budget.completions // method.num_generations
-    if style == "written":
-        dataset = written_references(num_prompts, seed, teacher, tokenizer, verified_only=method.trainer == "sft")
+    if style in WRITTEN_STYLES:
+        dataset = written_references(num_prompts, seed, teacher, tokenizer, verified_only=style == "verified")
     else:
         dataset = demo_dataset("train", num_prompts, seed=seed, reference_style=style)
     common = dict(
@@ -230,9 +232,8 @@ def build_trainer(name: str, regime: str, seed: int, learning_rate: float, budge
 
 def written_references(num_prompts: int, seed: int, teacher: str, tokenizer, verified_only: bool):
     """Training rows whose terse reference is replaced by the teacher's greedy solution where that verifies (as a
-    dataset of reasoning traces is made). With `verified_only` (SFT on the traces, rejection sampling) only those rows
-    are kept, drawing more prompts until there are `num_prompts`; otherwise a row the teacher fails keeps its terse
-    reference."""
+    dataset of reasoning traces is made). With `verified_only` (rejection sampling) only those rows are kept, drawing
+    more prompts until there are `num_prompts`; otherwise a row the teacher fails keeps its terse reference."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
 
