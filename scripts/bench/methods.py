@@ -22,7 +22,7 @@ and temperature, the same learning-rate grid, and the same seeds. The student is
 - `sft`: TRL's `SFTTrainer` on the reference solutions (prompt-completion rows, loss on the completion only).
   TRL's `DistillationTrainer` has no flag that adds an SFT term, so there is no "distillation + SFT" peer.
 
-Regimes are the columns: the teacher (`strong`: the shipped 99.5% teacher; `imperfect`: the shipped 65% one) times
+Regimes are the columns: the teacher (`strong`: the shipped 99.5% teacher; `imperfect`: the shipped 61.5% one) times
 the references (`think`: written in the student's own thinking-mode format; `terse`: one line of steps and "The
 answer is N.", as human-written datasets have them). A method that reads no teacher (GRPO, SFT) or no reference
 (KD, GRPO) runs once per regime it depends on, and that run fills the other columns. Opt-in columns
