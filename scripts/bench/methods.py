@@ -241,18 +241,18 @@ def written_references(num_prompts: int, seed: int, teacher: str, tokenizer, ver
     from vtd_trl.demo.task import demo_dataset
 
     model = AutoModelForCausalLM.from_pretrained(teacher)
-    draw = num_prompts
-    while True:
-        rows = demo_dataset("train", draw, seed=seed, reference_style="terse")
+    written, drawn, draw = [], 0, num_prompts
+    while len(written) < num_prompts:
+        # A larger draw starts with the smaller one (`generate_problems`), so only the new rows are graded
+        rows = demo_dataset("train", draw, seed=seed, reference_style="terse").select(range(drawn, draw))
         result = evaluate(model, tokenizer, rows)
-        written = [
+        written += [
             {**row, "reference": completion} if verdict else row
             for row, completion, verdict in zip(rows, result.completions, result.verdicts)
             if verdict or not verified_only
         ]
-        if len(written) >= num_prompts:
-            return Dataset.from_list(written[:num_prompts])
-        draw = int(draw * 1.25 * num_prompts / max(len(written), 1)) + 1
+        drawn, draw = draw, int(draw * 1.25 * num_prompts / max(len(written), 1)) + 1
+    return Dataset.from_list(written[:num_prompts])
 
 
 def held_out_accuracy(model, tokenizer, rows: int) -> float:
