@@ -1,6 +1,7 @@
 """`scripts/bench/methods.py`: each method's builder really trains at the shared budget, and the score it reports is
 recomputed here from the trained model's own greedy completions, graded without `vtd_trl.verify`."""
 
+import dataclasses
 import importlib.util
 import re
 from pathlib import Path
@@ -33,27 +34,36 @@ def graded_by_hand(model, tokenizer, rows) -> float:
 
 
 @pytest.mark.parametrize(
-    ("name", "regime", "prompts_per_step"),
+    ("name", "regime", "prompts_per_step", "task"),
     [
-        ("vtd_seed", "strong/think", 1),
-        ("vtd_k1_di_cw3", "imperfect/terse", 8),
-        ("vtd_k2_di_cw3_sibref_nll1", "imperfect/terse", 4),
-        ("kd_reverse", "imperfect/think", 8),
-        ("grpo", "strong/think", 1),
-        ("sft", "strong/terse", 8),
+        ("vtd_seed", "strong/think", 1, "additions"),
+        ("vtd_k1_di_cw3", "imperfect/terse", 8, "additions"),
+        ("vtd_k2_di_cw3_sibref_nll1", "imperfect/terse", 4, "additions"),
+        ("kd_reverse", "imperfect/think", 8, "additions"),
+        ("grpo", "strong/think", 1, "additions"),
+        ("sft", "strong/terse", 8, "additions"),
+        ("vtd_k2_di_cw3_sibref_sibnll1", "imperfect/terse", 4, "groups"),
+        ("kd_forward", "strong/think", 8, "groups"),
     ],
 )
-def test_each_method_trains_at_the_budget_and_its_score_is_recomputed(name, regime, prompts_per_step, tmp_path):
+def test_each_method_trains_at_the_budget_and_its_score_is_recomputed(name, regime, prompts_per_step, task, tmp_path):
     from vtd_trl.demo.models import demo_model_path
     from vtd_trl.demo.task import demo_dataset
 
-    trainer = methods.build_trainer(name, regime, 0, 3e-4, BUDGET, str(tmp_path))
+    budget = dataclasses.replace(BUDGET, task=task)
+    trainer = methods.build_trainer(name, regime, 0, 3e-4, budget, str(tmp_path))
     before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
     trainer.train()
 
     assert trainer.state.global_step == BUDGET.steps
     assert trainer.args.per_device_train_batch_size == BUDGET.completions
-    assert trainer.model.name_or_path == demo_model_path("student")
+    assert trainer.model.name_or_path == demo_model_path("student", task)
+    # The task's own problems ("Tom has 4 bags of 7 coins. ..." on `groups`)
+    decode = trainer.processing_class.decode  # SFT's rows are tokenized
+    texts = [
+        row["prompt"][0]["content"] if "prompt" in row else decode(row["input_ids"]) for row in trainer.train_dataset
+    ]
+    assert all((" bags of " in text) == (task == "groups") for text in texts)
     changed = [k for k, v in trainer.model.named_parameters() if not torch.equal(v, before[k])]
     assert len(changed) == len(before)  # every parameter moved
     # The method's own sampling: completions per prompt and so prompts per step.
@@ -68,11 +78,11 @@ def test_each_method_trains_at_the_budget_and_its_score_is_recomputed(name, regi
         assert "The answer is" in text and "<think>\n\n</think>" in text  # the chat template's empty think block
     if methods.METHODS[name].uses_teacher:
         teacher = trainer.accelerator.unwrap_model(trainer.teacher_model)
-        assert teacher.name_or_path == demo_model_path(methods.TEACHERS[regime.split("/")[0]])
+        assert teacher.name_or_path == demo_model_path(methods.TEACHERS[regime.split("/")[0]], task)
 
     model = trainer.accelerator.unwrap_model(trainer.model)
-    reported = methods.held_out_accuracy(model, trainer.processing_class, BUDGET.eval_rows)
-    rows = demo_dataset("test", BUDGET.eval_rows)
+    reported = methods.held_out_accuracy(model, trainer.processing_class, BUDGET.eval_rows, task)
+    rows = demo_dataset("test", BUDGET.eval_rows, task=task)
     assert reported == pytest.approx(graded_by_hand(model, trainer.processing_class, rows))
 
 

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from vtd_trl.demo import pretrain
 from vtd_trl.demo.evaluate import EvalResult, evaluate, greedy_completions
-from vtd_trl.demo.models import demo_model_path
+from vtd_trl.demo.models import DEMO_ROLES, demo_model_path
 from vtd_trl.demo.pretrain import DemoModelSpec, demo_tokenizer, sft_dataset
 from vtd_trl.demo.task import TASK_WORDS, demo_dataset, generate_problems, sample_problem
 from vtd_trl.demo.tokenizer import build_char_tokenizer
@@ -131,6 +131,54 @@ def test_generation_is_deterministic_by_seed():
     assert len({(p.start, p.amounts) for p in generate_problems("train", 500)}) == 500
 
 
+GROUPS = re.compile(r"^(\w+) has (\d) bags of (\d) (\w+)\. ")
+
+
+@pytest.mark.parametrize("style", ["think", "terse"])
+def test_groups_references_start_with_the_product(style):
+    # The held-out task: the start is count x size, worked out as the first step, then the additions task's steps.
+    tokenizer = demo_tokenizer()
+    for row in demo_dataset("train", 300, seed=2, reference_style=style, task="groups"):
+        question = row["prompt"][0]["content"]
+        count, size = (int(n) for n in GROUPS.match(question).group(2, 3))
+        amounts = [int(n) if verb in GAIN else -int(n) for verb, n, _ in ACTION.findall(question)]
+        assert 2 <= count <= 9 and 2 <= size <= 9 and len(amounts) in (1, 2)
+        if style == "think":
+            steps = re.fullmatch(
+                r"<think>\n(.*)\n</think>\n\n\w+ has \\boxed\{\d+\} \w+ now\.", row["reference"], re.DOTALL
+            )
+            lines = steps.group(1).split("\n")
+            product = re.fullmatch(r"(\d) \* (\d) = (\d+)", lines[0]).groups()
+            sums = [STEP.match(line).groups() for line in lines[1:]]
+        else:
+            steps = re.fullmatch(r"(.*) \w+\.\nThe answer is \d+\.", row["reference"]).group(1).split(", ")
+            product = re.fullmatch(r"(\d)\*(\d)=(\d+)", steps[0]).groups()
+            sums = [re.fullmatch(r"(\d+)([+-])(\d+)=(\d+)", step).groups() for step in steps[1:]]
+        assert [int(n) for n in product] == [count, size, count * size]
+        total = count * size
+        for (left, op, right, result), amount in zip(sums, amounts, strict=True):
+            assert int(left) == total and (1 if op == "+" else -1) * int(right) == amount
+            total += amount
+            assert int(result) == total and 1 <= total <= 99
+        assert row["answer"] == str(total) and verify(row["reference"], row["answer"]) is True
+        assert len(tokenizer(row["reference"] + tokenizer.eos_token, add_special_tokens=False)["input_ids"]) <= 64
+
+
+def test_groups_is_its_own_task_with_its_own_split():
+    def arithmetic(split, seed):
+        rows = demo_dataset(split, 2000 if split == "train" else 400, seed, task="groups")
+        return {
+            (GROUPS.match(q).group(2, 3), tuple(ACTION.findall(q))) for q in (r["prompt"][0]["content"] for r in rows)
+        }
+
+    train, test = arithmetic("train", 0) | arithmetic("train", 1), arithmetic("test", 0)
+    assert len(train) > 3000 and len(test) == 400 and not train & test
+    problems = generate_problems("test", 400, task="groups")
+    assert all(p.split == "test" and p.groups[0] * p.groups[1] == p.start for p in problems)
+    with pytest.raises(ValueError, match=r"task='gsm8k'.*\('additions', 'groups'\)"):
+        demo_dataset("train", 1, task="gsm8k")
+
+
 def test_bad_split_names_the_value_and_the_choices():
     with pytest.raises(ValueError, match=r"split='dev'.*\('train', 'test'\)"):
         demo_dataset("dev", 3)
@@ -206,7 +254,7 @@ def test_pretrain_stops_at_stop_step_and_saves_a_loadable_model(tmp_path, monkey
         stop_step=3,
         batch_size=4,
     )
-    monkeypatch.setitem(pretrain.SPECS, "student", spec)
+    monkeypatch.setitem(pretrain.SPECS["additions"], "student", spec)
     monkeypatch.setattr(pretrain, "NUM_TRAIN_ROWS", 40)
     monkeypatch.setattr(pretrain, "NUM_EVAL_ROWS", 2)
     summary = pretrain.pretrain("student", tmp_path)
@@ -233,6 +281,8 @@ def test_evaluate_names_a_missing_column():
 def test_demo_model_path_rejects_an_unknown_role():
     with pytest.raises(ValueError, match=r"role='grader'.*\('student', 'teacher', 'teacher_imperfect'\)"):
         demo_model_path("grader")
+    with pytest.raises(ValueError, match=r"task='gsm8k'.*\('additions', 'groups'\)"):
+        demo_model_path("student", task="gsm8k")
 
 
 @pytest.fixture(scope="module")
@@ -271,9 +321,25 @@ def test_imperfect_teacher_as_shipped():
     tokenizer = AutoTokenizer.from_pretrained(demo_model_path("teacher_imperfect"))
     model = AutoModelForCausalLM.from_pretrained(demo_model_path("teacher_imperfect"))
     assert tokenizer.get_vocab() == demo_tokenizer().get_vocab()
-    spec = pretrain.SPECS["teacher_imperfect"]
+    spec = pretrain.SPECS["additions"]["teacher_imperfect"]
     assert (model.config.hidden_size, model.config.num_hidden_layers) == (spec.hidden_size, spec.num_hidden_layers)
     assert 0.60 <= evaluate(model, tokenizer, demo_dataset("test", 200)).accuracy <= 0.70
+
+
+def test_groups_models_as_shipped():
+    # Measured on the 200 held-out `groups` problems: student 35.5%, teacher 99.5%, imperfect teacher 68.0%.
+    rows = demo_dataset("test", 200, task="groups")
+    tokenizer = AutoTokenizer.from_pretrained(demo_model_path("student", "groups"))
+    assert tokenizer.get_vocab() == demo_tokenizer().get_vocab()
+    accuracy = {}
+    for role in DEMO_ROLES:
+        model = AutoModelForCausalLM.from_pretrained(demo_model_path(role, "groups"))
+        spec = pretrain.SPECS["groups"][role]
+        assert (model.config.hidden_size, model.config.num_hidden_layers) == (spec.hidden_size, spec.num_hidden_layers)
+        accuracy[role] = evaluate(model, tokenizer, rows).accuracy
+    assert accuracy["teacher"] >= 0.97
+    assert 0.60 <= accuracy["teacher_imperfect"] <= 0.70
+    assert 0.30 <= accuracy["student"] <= 0.41
 
 
 def test_batched_greedy_completions_equal_one_by_one(shipped):

@@ -31,9 +31,14 @@ solution where that verifies, as datasets of reasoning traces are made; `written
 teacher fails, `verified` keeps only the rows it solves (rejection sampling, drawing more prompts). Writing them costs
 one teacher generation per prompt drawn, which no other column spends.
 
+`--task groups` runs the same benchmark on the held-out task (`vtd_trl.demo.task`: a product, then additions and
+subtractions) with its own shipped student and teachers: the options tuned on the demo's task, `additions`, checked
+where they were not tuned.
+
     python scripts/bench/methods.py                                  # the default methods, 3 seeds, all regimes
     python scripts/bench/methods.py --methods kd_forward vtd_seed --regimes strong/think --seeds 0 --jobs 2
     python scripts/bench/methods.py --methods kd_forward sft --steps 100 --output methods_100_steps.json
+    python scripts/bench/methods.py --task groups --methods kd_forward vtd_k2_di_cw3_sibref_sibnll1 --output groups.json
 
 Prints a Markdown table (best learning rate of the grid per method and regime, mean ± std over seeds) and writes
 `--output` (JSON, every run) and the same table as Markdown (`--markdown`, by default next to `--output`).
@@ -166,6 +171,7 @@ class Budget:
     max_completion_length: int = 64
     temperature: float = 1.0
     eval_rows: int = 200
+    task: str = "additions"  # the demo task, with its own student and teachers (`groups`: the held-out task)
 
 
 def regime_runs(method: Method, regimes: list[str]) -> dict[str, str]:
@@ -192,13 +198,16 @@ def build_trainer(name: str, regime: str, seed: int, learning_rate: float, budge
 
     method = METHODS[name]
     teacher_role, style = regime.split("/")
-    student, teacher = demo_model_path("student"), demo_model_path(TEACHERS[teacher_role])
+    student = demo_model_path("student", budget.task)
+    teacher = demo_model_path(TEACHERS[teacher_role], budget.task)
     tokenizer = AutoTokenizer.from_pretrained(student)
     num_prompts = budget.steps * budget.completions // method.num_generations
     if style in WRITTEN_STYLES:
-        dataset = written_references(num_prompts, seed, teacher, tokenizer, verified_only=style == "verified")
+        dataset = written_references(
+            num_prompts, seed, teacher, tokenizer, verified_only=style == "verified", task=budget.task
+        )
     else:
-        dataset = demo_dataset("train", num_prompts, seed=seed, reference_style=style)
+        dataset = demo_dataset("train", num_prompts, seed=seed, reference_style=style, task=budget.task)
     common = dict(
         output_dir=output_dir, max_steps=budget.steps, learning_rate=learning_rate, lr_scheduler_type="constant",
         per_device_train_batch_size=budget.completions, seed=seed, use_cpu=True, bf16=False, report_to="none",
@@ -230,7 +239,9 @@ def build_trainer(name: str, regime: str, seed: int, learning_rate: float, budge
     )  # fmt: skip
 
 
-def written_references(num_prompts: int, seed: int, teacher: str, tokenizer, verified_only: bool):
+def written_references(
+    num_prompts: int, seed: int, teacher: str, tokenizer, verified_only: bool, task: str = "additions"
+):
     """Training rows whose terse reference is replaced by the teacher's greedy solution where that verifies (as a
     dataset of reasoning traces is made). With `verified_only` (rejection sampling) only those rows are kept, drawing
     more prompts until there are `num_prompts`; otherwise a row the teacher fails keeps its terse reference."""
@@ -244,7 +255,7 @@ def written_references(num_prompts: int, seed: int, teacher: str, tokenizer, ver
     written, drawn, draw = [], 0, num_prompts
     while len(written) < num_prompts:
         # A larger draw starts with the smaller one (`generate_problems`), so only the new rows are graded
-        rows = demo_dataset("train", draw, seed=seed, reference_style="terse").select(range(drawn, draw))
+        rows = demo_dataset("train", draw, seed=seed, reference_style="terse", task=task).select(range(drawn, draw))
         result = evaluate(model, tokenizer, rows)
         written += [
             {**row, "reference": completion} if verdict else row
@@ -255,11 +266,11 @@ def written_references(num_prompts: int, seed: int, teacher: str, tokenizer, ver
     return Dataset.from_list(written[:num_prompts])
 
 
-def held_out_accuracy(model, tokenizer, rows: int) -> float:
+def held_out_accuracy(model, tokenizer, rows: int, task: str = "additions") -> float:
     from vtd_trl.demo.evaluate import evaluate
     from vtd_trl.demo.task import demo_dataset
 
-    return evaluate(model, tokenizer, demo_dataset("test", rows)).accuracy
+    return evaluate(model, tokenizer, demo_dataset("test", rows, task=task)).accuracy
 
 
 def train(name: str, regime: str, seed: int, learning_rate: float, budget: Budget, output_dir: str):
@@ -281,7 +292,7 @@ def run(name: str, regime: str, seed: int, learning_rate: float, budget: Budget)
     with tempfile.TemporaryDirectory() as output_dir:
         trainer, seconds = train(name, regime, seed, learning_rate, budget, output_dir)
         model = trainer.accelerator.unwrap_model(trainer.model)
-        accuracy = held_out_accuracy(model, trainer.processing_class, budget.eval_rows)
+        accuracy = held_out_accuracy(model, trainer.processing_class, budget.eval_rows, budget.task)
     return {
         "method": name,
         "regime": regime,
@@ -358,6 +369,9 @@ def main():
     parser.add_argument("--steps", type=int, default=Budget.steps)
     parser.add_argument("--completions", type=int, default=Budget.completions, help="Sequences per step.")
     parser.add_argument("--temperature", type=float, default=Budget.temperature, help="Sampling temperature.")
+    parser.add_argument(
+        "--task", default=Budget.task, choices=["additions", "groups"], help="The demo task and its shipped models."
+    )
     parser.add_argument("--jobs", type=int, default=2, help="Runs in parallel, one torch thread each.")
     parser.add_argument("--output", default="methods.json", help="JSON of every run.")
     parser.add_argument("--resume", action="store_true", help="Keep the runs already in --output, run the rest.")
@@ -365,7 +379,7 @@ def main():
     parser.add_argument("--markdown", help="Where the table goes (default: --output with .md).")
     args = parser.parse_args()
     methods = list(METHODS) if "all" in args.methods else args.methods
-    budget = Budget(steps=args.steps, completions=args.completions, temperature=args.temperature)
+    budget = Budget(steps=args.steps, completions=args.completions, temperature=args.temperature, task=args.task)
     for name in methods:
         if budget.completions % METHODS[name].num_generations:
             parser.error(f"--completions {budget.completions} is not a multiple of K of {name}")
@@ -374,10 +388,10 @@ def main():
     if (args.resume or args.table_only) and os.path.exists(args.output):
         with open(args.output) as f:
             saved = json.load(f)
-        if saved["budget"] != budget.__dict__:
+        if {"task": Budget.task, **saved["budget"]} != budget.__dict__:  # files from before `--task` are additions
             parser.error(
                 f"{args.output} holds runs at another budget ({saved['budget']}, this command: {budget.__dict__}); "
-                "give the same --steps, --completions and --temperature, or another --output."
+                "give the same --steps, --completions, --temperature and --task, or another --output."
             )
         results = saved["results"]
     done = {(r["method"], r["regime"], r["seed"], r["learning_rate"]) for r in results}
@@ -410,7 +424,7 @@ def main():
     header = (
         f"{budget.steps} steps x {budget.completions} sequences, max {budget.max_completion_length} new tokens, "
         f"T={budget.temperature}; learning rates {args.learning_rates} (best mean shown, @lr); seeds {args.seeds}; "
-        f"greedy accuracy on {budget.eval_rows} held-out problems; "
+        f"greedy accuracy on {budget.eval_rows} held-out problems of the {budget.task} task; "
         + (
             f"the runs in {args.output}"
             if args.table_only

@@ -12,7 +12,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from vtd_trl.demo.task import demo_dataset
+from vtd_trl.demo.task import TASKS, demo_dataset
 from vtd_trl.verify import verify
 
 
@@ -97,13 +97,14 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="Path (or id) of the model; its tokenizer is loaded from it.")
     parser.add_argument("--num-rows", type=int, default=200, help="Held-out problems to evaluate.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the held-out draw.")
+    parser.add_argument("--task", default="additions", choices=TASKS, help="The demo task of the problems.")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--show", type=int, default=3, help="Completions to print.")
     args = parser.parse_args()
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model)
-    dataset = demo_dataset("test", args.num_rows, seed=args.seed)
+    dataset = demo_dataset("test", args.num_rows, seed=args.seed, task=args.task)
     result = evaluate(model, tokenizer, dataset, batch_size=args.batch_size)
     for completion, verdict, gold in list(zip(result.completions, result.verdicts, dataset["answer"]))[: args.show]:
         print(f"--- gold {gold}, verdict {verdict}\n{completion}")

@@ -5,6 +5,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase, Qwen3Config
 
+from vtd_trl.demo.task import TASKS
+
 ASSETS_DIR = Path(__file__).parent / "assets"
 DEMO_ROLES = ("student", "teacher", "teacher_imperfect")
 
@@ -39,18 +41,23 @@ def tiny_qwen3(
     return AutoModelForCausalLM.from_config(config)
 
 
-def demo_model_path(role: str) -> str:
-    """Path of the shipped demo `role` (`"student"` or `"teacher"`): a model directory with its tokenizer.
+def demo_model_path(role: str, task: str = "additions") -> str:
+    """Path of the shipped demo `role` (`"student"`, `"teacher"` or `"teacher_imperfect"`) of `task`: a model
+    directory with its tokenizer.
 
-    Both were made by `python -m vtd_trl.demo.pretrain` (see `vtd_trl/demo/README.md`) and load with
-    `from_pretrained`, e.g. `VtDTrainer(model=demo_model_path("student"), teacher_model=demo_model_path("teacher"))`.
+    `task` is `"additions"` (the demo's task) or `"groups"` (the held-out task, `assets/groups/`). All were made by
+    `python -m vtd_trl.demo.pretrain` (see `vtd_trl/demo/README.md`) and load with `from_pretrained`, e.g.
+    `VtDTrainer(model=demo_model_path("student"), teacher_model=demo_model_path("teacher"))`.
     """
     if role not in DEMO_ROLES:
         raise ValueError(f"role={role!r} is not a demo model; use one of {DEMO_ROLES}.")
-    path = ASSETS_DIR / role
+    if task not in TASKS:
+        raise ValueError(f"task={task!r} is not a demo task; use one of {TASKS}.")
+    assets = ASSETS_DIR if task == "additions" else ASSETS_DIR / task
+    path = assets / role
     if not (path / "model.safetensors").is_file():
         raise FileNotFoundError(
             f"The demo {role} is missing from {path}; reinstall vtd-trl, or rebuild it with "
-            f"`python -m vtd_trl.demo.pretrain --output-dir {ASSETS_DIR}`."
+            f"`python -m vtd_trl.demo.pretrain --task {task} --output-dir {assets}`."
         )
     return str(path)
