@@ -327,7 +327,7 @@ def test_imperfect_teacher_as_shipped():
 
 
 def test_groups_models_as_shipped():
-    # Measured on the 200 held-out `groups` problems: student 35.5%, teacher 99.5%, imperfect teacher 68.0%.
+    # Measured on the 200 held-out `groups` problems: student 43.0%, teacher 99.5%, imperfect teacher 68.0%.
     rows = demo_dataset("test", 200, task="groups")
     tokenizer = AutoTokenizer.from_pretrained(demo_model_path("student", "groups"))
     assert tokenizer.get_vocab() == demo_tokenizer().get_vocab()
@@ -339,7 +339,7 @@ def test_groups_models_as_shipped():
         accuracy[role] = evaluate(model, tokenizer, rows).accuracy
     assert accuracy["teacher"] >= 0.97
     assert 0.60 <= accuracy["teacher_imperfect"] <= 0.70
-    assert 0.30 <= accuracy["student"] <= 0.41
+    assert 0.38 <= accuracy["student"] <= 0.48
 
 
 def test_batched_greedy_completions_equal_one_by_one(shipped):
