@@ -361,6 +361,8 @@ def markdown(rows: list[dict], regimes: list[str], header: str) -> str:
 
 
 def main():
+    from vtd_trl.demo.task import TASKS
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS) + ["all"])
     parser.add_argument("--regimes", nargs="+", default=REGIMES, choices=REGIMES + WRITTEN_REGIMES)
@@ -369,9 +371,7 @@ def main():
     parser.add_argument("--steps", type=int, default=Budget.steps)
     parser.add_argument("--completions", type=int, default=Budget.completions, help="Sequences per step.")
     parser.add_argument("--temperature", type=float, default=Budget.temperature, help="Sampling temperature.")
-    parser.add_argument(
-        "--task", default=Budget.task, choices=["additions", "groups"], help="The demo task and its shipped models."
-    )
+    parser.add_argument("--task", default=Budget.task, choices=TASKS, help="The demo task and its shipped models.")
     parser.add_argument("--jobs", type=int, default=2, help="Runs in parallel, one torch thread each.")
     parser.add_argument("--output", default="methods.json", help="JSON of every run.")
     parser.add_argument("--resume", action="store_true", help="Keep the runs already in --output, run the rest.")
