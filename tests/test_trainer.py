@@ -564,16 +564,18 @@ def scaled_model_dirs(tmp_path_factory, tokenizer):
 
 
 @pytest.mark.parametrize(
-    ("backend", "distill_incorrect", "scaled", "nll_weight", "loss_type", "when"),
+    ("backend", "distill_incorrect", "scaled", "nll_weight", "loss_type", "when", "correct_nll_weight"),
     [
-        ("naive", False, False, 0.0, "sigmoid", "generation_batch"),
-        ("chunked", False, False, 0.0, "sigmoid", "generation_batch"),
-        ("chunked", False, False, 0.0, "sigmoid", "micro_batch"),
-        ("chunked", True, False, 0.0, "sigmoid", "generation_batch"),
-        ("chunked", False, True, 0.0, "sigmoid", "generation_batch"),
-        ("chunked", True, False, 0.7, "sigmoid", "generation_batch"),  # RPO: the chosen sequence's per-token NLL
-        ("chunked", False, False, 0.0, "length_normalized", "generation_batch"),
-        ("naive", False, True, 0.7, "length_normalized", "micro_batch"),
+        ("naive", False, False, 0.0, "sigmoid", "generation_batch", 0.0),
+        ("chunked", False, False, 0.0, "sigmoid", "generation_batch", 0.0),
+        ("chunked", False, False, 0.0, "sigmoid", "micro_batch", 0.0),
+        ("chunked", True, False, 0.0, "sigmoid", "generation_batch", 0.0),
+        ("chunked", False, True, 0.0, "sigmoid", "generation_batch", 0.0),
+        ("chunked", True, False, 0.7, "sigmoid", "generation_batch", 0.0),  # RPO: the chosen sequence's NLL
+        ("chunked", False, False, 0.0, "length_normalized", "generation_batch", 0.0),
+        ("naive", False, True, 0.7, "length_normalized", "micro_batch", 0.0),
+        ("chunked", True, False, 0.7, "sigmoid", "generation_batch", 1.5),  # the correct completions' NLL
+        ("naive", False, True, 0.0, "sigmoid", "micro_batch", 1.5),
     ],
 )
 def test_loss_and_gradient_match_an_independent_recomputation(
@@ -587,6 +589,7 @@ def test_loss_and_gradient_match_an_independent_recomputation(
     nll_weight,
     loss_type,
     when,
+    correct_nll_weight,
 ):
     """The whole VtD loss of one generation batch, recomputed from plain full-logit forwards of fresh models."""
     model_dirs = scaled_model_dirs if scaled else model_dirs
@@ -604,6 +607,7 @@ def test_loss_and_gradient_match_an_independent_recomputation(
         vtd_teacher_signal=when,
         vtd_chosen_nll_weight=nll_weight,
         vtd_dpo_loss_type=loss_type,
+        vtd_correct_nll_weight=correct_nll_weight,
     )
     # Move the policy away from the reference, so the DPO term is not at its log(2) starting point.
     torch.manual_seed(3)
@@ -620,6 +624,7 @@ def test_loss_and_gradient_match_an_independent_recomputation(
     reference = AutoModelForCausalLM.from_pretrained(model_dirs["student"])
     teacher = AutoModelForCausalLM.from_pretrained(model_dirs["teacher"])
     distill_sum, contrast_sum, num_tokens, nlls = 0.0, 0.0, 0, []
+    correct_nll_sum, correct_tokens = 0.0, 0
     for row in rows:
         prompt_ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True)
         prompt_ids = list(prompt_ids["input_ids"] if hasattr(prompt_ids, "keys") else prompt_ids)
@@ -637,6 +642,9 @@ def test_loss_and_gradient_match_an_independent_recomputation(
                 with torch.no_grad():
                     t = teacher(input_ids=full).logits[0, len(prompt_ids) - 1 : -1].double() / temperature
                 distill_sum = distill_sum + generalized_jsd(s, t, distill_beta).sum()
+            if correct:  # its own tokens as targets, at temperature 1
+                correct_nll_sum = correct_nll_sum - sequence_logps(policy, prompt_ids, ids)
+                correct_tokens += len(ids)
             if not correct:  # a DPO pair against the reference
                 # Length-normalised DPO divides each sequence's log-probs (and so its log-ratio) by its token count
                 n_c, n_r = (len(chosen_ids), len(ids)) if loss_type == "length_normalized" else (1, 1)
@@ -650,7 +658,8 @@ def test_loss_and_gradient_match_an_independent_recomputation(
                 contrast_sum = contrast_sum - torch.nn.functional.logsigmoid(dpo_beta * (margin - ref_margin))
                 nlls.append(-policy_chosen / len(chosen_ids))  # mean over the chosen sequence's tokens
                 contrast_sum = contrast_sum + nll_weight * nlls[-1]
-    expected = alpha * distill_sum / num_tokens + weight * contrast_sum / (len(rows) * K)
+    expected = (alpha * distill_sum + correct_nll_weight * correct_nll_sum) / num_tokens
+    expected = expected + weight * contrast_sum / (len(rows) * K)
     expected.backward()
 
     # Granite's and Cohere's multipliers add fp32 rounding of their own (a wrong logit scale is off by O(1))
@@ -660,6 +669,11 @@ def test_loss_and_gradient_match_an_independent_recomputation(
         assert chosen_nll == pytest.approx(sum(n.item() for n in nlls) / len(nlls), rel=1e-4 if scaled else 1e-5)
     else:
         assert "vtd/chosen_nll" not in last_metrics(trainer)
+    if correct_nll_weight:
+        correct_nll = last_metrics(trainer)["vtd/correct_nll"]
+        assert correct_nll == pytest.approx(correct_nll_sum.item() / correct_tokens, rel=1e-4 if scaled else 1e-5)
+    else:
+        assert "vtd/correct_nll" not in last_metrics(trainer)
     for (name, param), (_, ref_param) in zip(trainer.model.named_parameters(), policy.named_parameters()):
         torch.testing.assert_close(param.grad, ref_param.grad, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
 

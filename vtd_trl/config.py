@@ -81,6 +81,13 @@ class VtDConfig(GRPOConfig):
             chosen sequence that is a correct completion of the student's own) or `"in_format"` (a sibling, or a
             reference in the student's format as `vtd_chosen_source="auto"` judges it), so that a reference in
             another format than the student's is never imitated token by token.
+        vtd_correct_nll_weight (`float`, *optional*, defaults to `0.0`):
+            Weight `g` of a third term, the negative log-likelihood of the student's own verified-correct completions
+            (rejection-sampling fine-tuning on them, as RAFT / ReST): `+ g * 1/N * sum_{i correct} sum_t -log
+            pi(y_it | x, y_i<t)`, divided by the distillation term's normalizer `N` (`vtd_distill_normalizer`). A
+            correct completion's tokens are then a target of their own, not only through the teacher's distribution,
+            which an imperfect teacher may put elsewhere. Completions cut by `max_completion_length` are left out. `0.0`
+            adds nothing.
         vtd_distill_beta (`float`, *optional*, defaults to `0.0`):
             Interpolation of the token-level divergence: `0.0` is the forward KL(teacher || student), `1.0` the
             reverse KL(student || teacher), values in between the generalized Jensen-Shannon divergence.
@@ -247,6 +254,13 @@ class VtDConfig(GRPOConfig):
             "choices": list(CHOSEN_NLL_SOURCES),
         },
     )
+    vtd_correct_nll_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the per-token NLL of the student's verified-correct completions (not cut by "
+            "`max_completion_length`), a third loss term divided like the distillation term. 0.0 adds nothing."
+        },
+    )
     vtd_distill_beta: float = field(
         default=0.0,
         metadata={
@@ -367,7 +381,13 @@ class VtDConfig(GRPOConfig):
                 f"`teacher_model_init_kwargs` must be a dict or a JSON object string, got "
                 f'{self.teacher_model_init_kwargs!r}. Example: \'{{"dtype": "bfloat16"}}\'.'
             )
-        for name in ("vtd_distill_alpha", "vtd_contrast_beta", "vtd_dpo_beta", "vtd_chosen_nll_weight"):
+        for name in (
+            "vtd_distill_alpha",
+            "vtd_contrast_beta",
+            "vtd_dpo_beta",
+            "vtd_chosen_nll_weight",
+            "vtd_correct_nll_weight",
+        ):
             value = getattr(self, name)
             if not value >= 0.0:
                 raise ValueError(f"`{name}` must be >= 0, got {value}. Set it to a non-negative weight.")

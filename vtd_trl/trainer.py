@@ -454,6 +454,9 @@ class VtDTrainer(GRPOTrainer):
         output["vtd_chosen_in_format"] = pairs & torch.tensor(in_format, dtype=torch.bool, device=device)
         output["vtd_distill"] = distill
         output["vtd_contrast"] = pairs
+        # A cut completion's tokens are no target to imitate, even when its answer verified
+        rewards = all_rewards[offset : offset + batch_size]
+        output["vtd_correct"] = (rewards >= 0.5) & ~output["vtd_truncated"] & trainable
         scored = distill if self.args.vtd_distill_alpha > 0 else torch.zeros_like(distill)
         if self._teacher_pool is not None:  # a server scores while the reference policy runs here
             pending = self._teacher_pool.submit(self._generation_teacher_signal, output, scored)
@@ -736,9 +739,8 @@ class VtDTrainer(GRPOTrainer):
         unwrapped = self.accelerator.unwrap_model(model)
         # The whole loss runs inside the wrapper's forward, so DDP / FSDP / ZeRO-3 see one forward per micro-batch.
         loss, sums = self._forward_redirection(model, unwrapped, self._vtd_loss, unwrapped, inputs, mode)
-        distill_sum, contrast_sum, margin_sum, won, pairs, *nll = self.accelerator.reduce(
-            sums, reduction="sum"
-        ).tolist()
+        reduced = self.accelerator.reduce(sums, reduction="sum").tolist()
+        distill_sum, contrast_sum, margin_sum, won, pairs, chosen_nll, nll_pairs, correct_nll, correct_tokens = reduced
         steps = self.args.steps_per_generation if mode == "train" else 1
         distill_norm, contrast_norm = self._normalizers(inputs)
         metrics = self._metrics[mode]
@@ -746,8 +748,10 @@ class VtDTrainer(GRPOTrainer):
         metrics["vtd/contrast_loss"].append(contrast_sum * steps / contrast_norm.item())
         metrics["vtd/dpo_margin"].append(margin_sum / pairs if pairs else float("nan"))
         metrics["vtd/dpo_accuracy"].append(won / pairs if pairs else float("nan"))
-        if nll:  # `vtd_chosen_nll_weight > 0`: the chosen sequences' per-token NLL, averaged over the pairs with it
-            metrics["vtd/chosen_nll"].append(nll[0] / nll[1] if nll[1] else float("nan"))
+        if self.args.vtd_chosen_nll_weight > 0:  # the chosen sequences' per-token NLL, averaged over their pairs
+            metrics["vtd/chosen_nll"].append(chosen_nll / nll_pairs if nll_pairs else float("nan"))
+        if self.args.vtd_correct_nll_weight > 0:  # per token, over the correct completions' tokens
+            metrics["vtd/correct_nll"].append(correct_nll / correct_tokens if correct_tokens else float("nan"))
         return loss
 
     def _normalizers(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -768,7 +772,8 @@ class VtDTrainer(GRPOTrainer):
         distill, pairs = inputs["vtd_distill"], inputs["vtd_contrast"]
         if args.vtd_distill_alpha == 0:
             distill = torch.zeros_like(distill)
-        rows = (distill | pairs).nonzero().squeeze(-1)
+        correct = inputs["vtd_correct"] if args.vtd_correct_nll_weight > 0 else torch.zeros_like(distill)
+        rows = (distill | pairs | correct).nonzero().squeeze(-1)
         pair_keys = inputs["vtd_chosen_key"][pairs]
         unique_keys, first = _first_occurrence(pair_keys)
         chosen_rows = pairs.nonzero().squeeze(-1)[first]
@@ -802,6 +807,11 @@ class VtDTrainer(GRPOTrainer):
                     signal,
                     teacher_weight,
                 )
+            correct_nll_sum, correct_tokens = zero, zero
+            if args.vtd_correct_nll_weight > 0:  # every process, rows or not, as the contrast term below
+                correct_rows = correct[rows].nonzero().squeeze(-1)
+                logps = _sequence_logps_from_hidden(hidden[correct_rows], weight, batch.rows(correct_rows))
+                correct_nll_sum, correct_tokens = -logps.sum(), batch.loss_mask[correct_rows].sum()
             contrast_sum, margin_sum, won, nll_sum, nll_pairs = zero, zero, zero, zero, zero
             # Scored on every process, rows or not: the kernel's backward gathers the LM head under ZeRO-3, and a
             # process that skipped it would leave the others waiting.
@@ -837,10 +847,11 @@ class VtDTrainer(GRPOTrainer):
         if mode == "train":  # each micro-batch holds 1 / steps_per_generation of the generation batch
             scale = scale * self.args.steps_per_generation / self.current_gradient_accumulation_steps
         loss = loss + scale * (
-            args.vtd_distill_alpha * distill_sum / distill_norm + args.vtd_contrast_beta * contrast_sum / contrast_norm
+            (args.vtd_distill_alpha * distill_sum + args.vtd_correct_nll_weight * correct_nll_sum) / distill_norm
+            + args.vtd_contrast_beta * contrast_sum / contrast_norm
         )
-        sums = [distill_sum, contrast_sum, margin_sum, won, is_pair.sum().float()]
-        sums = torch.stack(sums + ([nll_sum, nll_pairs] if args.vtd_chosen_nll_weight > 0 else [])).detach().float()
+        sums = [distill_sum, contrast_sum, margin_sum, won, is_pair.sum(), nll_sum, nll_pairs]
+        sums = torch.stack([x.detach().float() for x in (*sums, correct_nll_sum, correct_tokens)])
         return loss, sums
 
     def _hidden_states(self, model: PreTrainedModel, batch: "_Batch") -> torch.Tensor:
