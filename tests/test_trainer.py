@@ -921,6 +921,7 @@ def test_model_card_names_the_method(model_dirs, tmp_path):
         ("`vtd_distill_alpha`", args.vtd_distill_alpha),
         ("`vtd_contrast_beta`", args.vtd_contrast_beta),
         ("`vtd_distill_top_k`", "full vocabulary"),
+        ("`vtd_correct_nll_weight`", args.vtd_correct_nll_weight),
         ("teacher scored", "locally, per generation batch"),
     ]:
         row = next(line for line in card.splitlines() if name in line)
