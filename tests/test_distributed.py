@@ -54,6 +54,7 @@ def train_two_steps(model_dirs, output_dir, per_device: int, sharded: bool = Fal
         lr_scheduler_type="constant",
         weight_decay=0.0,
         max_grad_norm=1e6,  # no clipping, but the norm is logged
+        vtd_correct_nll_weight=0.5,  # process 0 has no correct completion: its empty NLL term still joins the gathers
         use_cpu=not sharded,
         ddp_backend="gloo" if sharded else None,
         **overrides,
