@@ -87,7 +87,7 @@ class VtDConfig(GRPOConfig):
             pi(y_it | x, y_i<t)`, divided by the distillation term's normalizer `N` (`vtd_distill_normalizer`). A
             correct completion's tokens are then a target of their own, not only through the teacher's distribution,
             which an imperfect teacher may put elsewhere. Completions cut by `max_completion_length` are left out. `0.0`
-            adds nothing.
+            adds nothing. Screened on both demo tasks without a gain (docs/methods.md), so no recipe sets it.
         vtd_distill_beta (`float`, *optional*, defaults to `0.0`):
             Interpolation of the token-level divergence: `0.0` is the forward KL(teacher || student), `1.0` the
             reverse KL(student || teacher), values in between the generalized Jensen-Shannon divergence.
