@@ -427,8 +427,9 @@ class VtDTrainer(GRPOTrainer):
         batch_size = len(inputs)
         offset = self.accelerator.process_index * batch_size
         all_rewards = self._correctness
+        rewards = all_rewards[offset : offset + batch_size]  # this process's rows
         output["vtd_truncated"] = torch.tensor(self._truncated, dtype=torch.bool, device=device)
-        distill, contrast = self._route_checked(all_rewards[offset : offset + batch_size].clone(), inputs, output)
+        distill, contrast = self._route_checked(rewards.clone(), inputs, output)
         loss_mask = output["completion_mask"] * output.get("tool_mask", 1)
         # A completion with no token left to train on (e.g. masked by `mask_truncated_completions`) feeds no loss.
         trainable = loss_mask.sum(1) > 0
@@ -455,7 +456,6 @@ class VtDTrainer(GRPOTrainer):
         output["vtd_distill"] = distill
         output["vtd_contrast"] = pairs
         # A cut completion's tokens are no target to imitate, even when its answer verified
-        rewards = all_rewards[offset : offset + batch_size]
         output["vtd_correct"] = (rewards >= 0.5) & ~output["vtd_truncated"] & trainable
         scored = distill if self.args.vtd_distill_alpha > 0 else torch.zeros_like(distill)
         if self._teacher_pool is not None:  # a server scores while the reference policy runs here
@@ -474,7 +474,7 @@ class VtDTrainer(GRPOTrainer):
                 (loss_mask * distill.unsqueeze(1)).sum().float(),
                 pairs.sum().float(),
                 distill.sum().float(),
-                (~torch.isnan(all_rewards[offset : offset + batch_size])).sum().float(),
+                (~torch.isnan(rewards)).sum().float(),
                 (contrast & ~has_chosen).sum().float(),
                 (~(distill | pairs)).sum().float(),
                 output["vtd_truncated"].sum().float(),
