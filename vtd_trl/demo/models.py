@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase, Qwen3Con
 from vtd_trl.demo.task import TASKS
 
 ASSETS_DIR = Path(__file__).parent / "assets"
+DEMO = "vtd-demo"  # dataset name and model prefix (`vtd-demo/student`, `vtd-demo/teacher`) of the offline demo
 DEMO_ROLES = ("student", "teacher", "teacher_imperfect")
 
 
@@ -61,3 +62,11 @@ def demo_model_path(role: str, task: str = "additions") -> str:
             f"`python -m vtd_trl.demo.pretrain --task {task} --output-dir {assets}`."
         )
     return str(path)
+
+
+def resolve_model(name: str) -> str:
+    """`vtd-demo/<role>` (e.g. `vtd-demo/student`) is the shipped demo model's path; any other name, or a value that
+    is not a string (an instantiated model), is returned as is."""
+    if isinstance(name, str) and name.startswith(f"{DEMO}/"):
+        return demo_model_path(name.split("/", 1)[1])
+    return name

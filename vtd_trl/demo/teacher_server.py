@@ -19,6 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from vtd_trl.demo.models import resolve_model
+
 
 class TeacherServer(ThreadingHTTPServer):
     """`ThreadingHTTPServer` scoring with `model`; `fault(path)` may return an HTTP status to fail a request with."""
@@ -120,8 +122,6 @@ class _Handler(BaseHTTPRequestHandler):
 
 def load(model: str, max_logprobs: int = 20, host: str = "127.0.0.1", port: int = 0, cls=TeacherServer):
     """A `cls` server for the model at `model` (a path or `vtd-demo/<role>`), not yet serving."""
-    from ..train import resolve_model
-
     path = resolve_model(model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return cls((host, port), AutoModelForCausalLM.from_pretrained(path), tokenizer, max_logprobs, name=model)
