@@ -1,4 +1,13 @@
-"""What `scripts/vtd.py` runs, importable from your own code: dataset loading, the run summary, train / save / push.
+"""What `scripts/vtd.py` runs, importable from your own code: the command line, dataset loading, the run summary,
+train / save / push, and the console the run prints.
+
+```python
+from vtd_trl.train import main
+
+main(["--config", "recipes/demo_tuned.yaml", "--max_steps", "10"])  # as `python scripts/vtd.py ...`
+```
+
+or, with the parsed arguments in hand:
 
 ```python
 from trl import ModelConfig, TrlParser
@@ -10,23 +19,31 @@ run(script_args, training_args, model_args)
 ```
 """
 
+import argparse
 import json
+import logging
 import math
 import os
+import shutil
+import textwrap
+import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from accelerate import PartialState
 from accelerate.utils import DistributedType
 from datasets import Dataset
-from trl import ModelConfig, get_peft_config, get_quantization_config
+from tqdm.auto import tqdm
+from transformers import TrainerCallback
+from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from .config import VtDConfig
 from .data import load_vtd_dataset
-
-DEMO = "vtd-demo"  # dataset name and model prefix (`vtd-demo/student`, `vtd-demo/teacher`) of the offline demo
+from .demo.models import DEMO, resolve_model
 
 
 @dataclass
@@ -104,15 +121,6 @@ class VtDScriptArguments:
             raise ValueError(f"`max_train_samples` must be >= 1, got {self.max_train_samples}.")
 
 
-def resolve_model(name: str) -> str:
-    """`vtd-demo/student` and `vtd-demo/teacher` name the shipped demo models; anything else is returned as is."""
-    if name.startswith(f"{DEMO}/"):
-        from .demo.models import demo_model_path
-
-        return demo_model_path(name.split("/", 1)[1])
-    return name
-
-
 def load_train_dataset(script_args: VtDScriptArguments, seed: int = 0) -> Dataset:
     """The training rows in VtD's columns, from the demo task, a hub dataset or a local file."""
     if script_args.dataset_name == DEMO:
@@ -155,6 +163,7 @@ def describe_run(
     generation = f"vLLM {args.vllm_mode}" if args.use_vllm else "transformers"
     distributed = state.distributed_type.value if hasattr(state.distributed_type, "value") else state.distributed_type
     distributed = "FSDP" if _fsdp_requested(args) and world > 1 else distributed  # accelerate applies it later
+    processes = describe_processes(world, distributed, state.device.type, _zero_stage())
     teacher = args.teacher_model_name_or_path
     if args.teacher_server_base_url is not None:
         teacher = f"served at {args.teacher_server_base_url} (top-{args.vtd_distill_top_k} log-probs)"
@@ -172,11 +181,35 @@ def describe_run(
         f"(beta={args.vtd_dpo_beta}, {args.vtd_dpo_loss_type}, chosen: {args.vtd_chosen_source}"
         + (f", + {args.vtd_chosen_nll_weight} * chosen NLL" if args.vtd_chosen_nll_weight else "")
         + ")",
-        f"schedule  {steps} optimizer steps, lr {args.learning_rate}, {precision}, "
-        f"{world} process(es) [{distributed}]",
+        f"schedule  {steps} optimizer steps, lr {args.learning_rate}, {precision}, {processes}",
         f"output    {args.output_dir}" + (f", pushed to {args.hub_model_id} at the end" if push_to_hub else ""),
     ]
     return "\n".join(lines)
+
+
+def describe_processes(num_processes: int, distributed: str, device: str, zero_stage: int | None = None) -> str:
+    """How the run is spread, in words: `1 process on CPU`, `4 processes, DeepSpeed ZeRO-3 on CUDA`.
+
+    `distributed` is accelerate's `DistributedType` value (`NO`, `MULTI_GPU`, `DEEPSPEED`, `FSDP`, ...); `device` a
+    torch device type.
+    """
+    count = f"{num_processes} process" + ("" if num_processes == 1 else "es")
+    if distributed == "DEEPSPEED":
+        scheme = "DeepSpeed" + (f" ZeRO-{zero_stage}" if zero_stage is not None else "")
+    elif distributed == "FSDP":
+        scheme = "FSDP"
+    elif distributed.startswith("MULTI_"):
+        scheme = "DDP"
+    else:
+        scheme = None
+    return f"{count}, {scheme} on {device.upper()}" if scheme else f"{count} on {device.upper()}"
+
+
+def _zero_stage() -> int | None:
+    from transformers.integrations.deepspeed import deepspeed_config
+
+    stage = (deepspeed_config() or {}).get("zero_optimization", {}).get("stage")
+    return int(stage) if stage is not None else None
 
 
 def demo_accuracy(model_or_path: Any, tokenizer, script_args: VtDScriptArguments, seed: int = 0) -> float:
@@ -245,23 +278,25 @@ def _fsdp_requested(training_args: VtDConfig) -> bool:
 
 
 def run(script_args: VtDScriptArguments, training_args: VtDConfig, model_args: ModelConfig):
-    """Train with VtD, save, optionally push; returns the trainer."""
+    """Train with VtD, save, optionally push, and end with what was done and what to run next; returns the trainer."""
     from transformers import AutoTokenizer
     from transformers.integrations.deepspeed import deepspeed_config, is_deepspeed_zero3_enabled
 
     from .trainer import VtDTrainer
 
+    start = time.perf_counter()
+    # VtDConfig refuses a server and a local teacher together; none at all is only known here, where the trainer's
+    # own message would name its Python arguments instead of the flags.
     server = training_args.teacher_server_base_url
     if training_args.teacher_model_name_or_path is None and server is None:
         raise ValueError(
-            "Set the teacher with `teacher_model_name_or_path` (recipe) or `--teacher_model_name_or_path`, or serve "
-            "it and set `teacher_server_url` (or `teacher_server_host`)."
+            "No teacher: set `--teacher_model_name_or_path` (a model id or path), or serve one and set "
+            "`--teacher_server_url`."
         )
     if model_args.model_name_or_path is None:
-        raise ValueError("Set the student with `model_name_or_path` (recipe) or `--model_name_or_path`.")
+        raise ValueError("No student: set `--model_name_or_path` (a model id or path).")
     model_args.model_name_or_path = resolve_model(model_args.model_name_or_path)
-    if server is None:
-        training_args.teacher_model_name_or_path = resolve_model(training_args.teacher_model_name_or_path)
+    training_args.teacher_model_name_or_path = resolve_model(training_args.teacher_model_name_or_path)
     set_init_kwargs(training_args, model_args)
 
     # The script pushes once, after the local save, so that a hub failure (no network, no token) costs nothing.
@@ -280,9 +315,11 @@ def run(script_args: VtDScriptArguments, training_args: VtDConfig, model_args: M
             "DeepSpeed config (`zero3_save_16bit_model: true` in an accelerate config; recipes/accelerate/cpu/zero3.json "
             "has it)."
         )
+    accuracy = {}
     if demo and state.is_main_process:
-        before = demo_accuracy(model_args.model_name_or_path, tokenizer, script_args)
-        teacher = None if server else demo_accuracy(training_args.teacher_model_name_or_path, tokenizer, script_args)
+        accuracy["before"] = demo_accuracy(model_args.model_name_or_path, tokenizer, script_args)
+        if server is None:
+            accuracy["teacher"] = demo_accuracy(training_args.teacher_model_name_or_path, tokenizer, script_args)
 
     trainer = VtDTrainer(
         model=model_args.model_name_or_path,
@@ -293,26 +330,67 @@ def run(script_args: VtDScriptArguments, training_args: VtDConfig, model_args: M
         peft_config=get_peft_config(model_args),
         quantization_config=get_quantization_config(model_args),
     )
+    use_console_log(trainer)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     state.wait_for_everyone()
     trainer.create_model_card(dataset_name=script_args.dataset_name)
-    state.print(f"Model saved to {training_args.output_dir}", flush=True)
 
     if demo and state.is_main_process:
         # A sharded student (ZeRO-3, FSDP) is whole only in its save: evaluated from there, on this process alone.
         sharded = trainer.is_fsdp_enabled or zero3
         student = training_args.output_dir if sharded else trainer.accelerator.unwrap_model(trainer.model)
-        after = demo_accuracy(student, tokenizer, script_args)
-        state.print(
-            f"Held-out greedy accuracy ({script_args.demo_eval_rows} problems): student before {before:.1%}, "
-            f"student after {after:.1%}, "
-            + (f"teacher {teacher:.1%}" if teacher is not None else f"teacher {server}"),
-            flush=True,
-        )
-    if push_to_hub and state.is_main_process:
-        push(training_args)
+        accuracy["after"] = demo_accuracy(student, tokenizer, script_args)
+    url = push(training_args) if push_to_hub and state.is_main_process else None
+    if state.is_main_process:
+        print(end_block(script_args, training_args, time.perf_counter() - start, accuracy, url), flush=True)
     return trainer
+
+
+def end_block(
+    script_args: VtDScriptArguments,
+    args: VtDConfig,
+    seconds: float,
+    accuracy: dict[str, float] | None = None,
+    pushed_url: str | None = None,
+) -> str:
+    """What a run prints last: the demo's accuracies, the wall time, where the model is, and the commands to evaluate
+    and push it."""
+    output_dir = args.output_dir
+    lines = ["", f"Done in {_duration(seconds)}."]
+    if accuracy and "after" in accuracy:
+        teacher = (
+            f"{accuracy['teacher']:.1%}" if "teacher" in accuracy else f"served at {args.teacher_server_base_url}"
+        )
+        lines.append(
+            f"  accuracy  student {accuracy['before']:.1%} before, {accuracy['after']:.1%} after; teacher {teacher} "
+            f"(greedy, {script_args.demo_eval_rows} held-out problems)"
+        )
+    lines.append(f"  saved to  {output_dir}")
+    if script_args.dataset_name == DEMO:
+        evaluate = f"python -m vtd_trl.demo.evaluate --model {output_dir} --num-rows {script_args.demo_eval_rows}"
+    else:
+        benchmark = "gsm8k" if "gsm8k" in script_args.dataset_name.lower() else "math500"
+        evaluate = (
+            f"python scripts/eval/eval_{benchmark}.py --model {output_dir}  (or eval_aime24.py, eval_aime25.py, ...)"
+        )
+    lines.append(f"  evaluate  {evaluate}")
+    if pushed_url:
+        lines.append(f"  pushed to {pushed_url}")
+    else:
+        repo = args.hub_model_id or f"<user>/{Path(output_dir).name}"
+        lines.append(
+            f"  push      hf upload {repo} {output_dir}  (or train with --push_to_hub true --hub_model_id {repo})"
+        )
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
 def push(args: VtDConfig) -> str | None:
@@ -335,9 +413,196 @@ def push(args: VtDConfig) -> str | None:
     except Exception as error:  # the hub client raises many types; none of them may lose the local save
         print(
             f"Pushing to the hub failed ({type(error).__name__}: {error}). The model is saved locally in "
-            f"{args.output_dir}; push it later with `huggingface-cli upload {repo_id} {args.output_dir}`.",
+            f"{args.output_dir}; push it later with `hf upload {repo_id} {args.output_dir}`.",
             flush=True,
         )
         return None
     print(f"Model pushed to {repo.url}", flush=True)
     return str(repo.url)
+
+
+# The console: one short line per logging step, and none of the notices that say nothing about the run.
+
+CONSOLE_METRICS = (  # (key in the logs, label, format): the rest goes to `report_to` and trainer_state.json only
+    ("loss", "loss", "{:.3f}"),
+    ("vtd/accuracy", "correct", "{:.1%}"),
+    ("vtd/distill_loss", "distill", "{:.3f}"),
+    ("vtd/contrast_loss", "contrast", "{:.3f}"),
+    ("grad_norm", "grad", "{:.2f}"),
+    ("learning_rate", "lr", "{:.1e}"),
+)
+
+
+def log_line(logs: dict[str, Any], step: int, max_steps: int) -> str:
+    """`step 10/50  loss 2.181  correct 23.4%  ...  1.21 s/step`: a logging step's headline metrics on one line."""
+    width = len(str(max_steps))
+    parts = [f"step {step:>{width}}/{max_steps}"]
+    for key, label, fmt in CONSOLE_METRICS:
+        if isinstance(logs.get(key), (int, float)):
+            parts.append(f"{label} {fmt.format(logs[key])}")
+    if isinstance(logs.get("step_time"), (int, float)):
+        parts.append(f"{logs['step_time']:.2f} s/step")
+    return "  ".join(parts)
+
+
+class ConsoleLog(TrainerCallback):
+    """The progress bar (in a terminal only) and [`log_line`] at each logging step, instead of transformers' bar and
+    its dict of every metric."""
+
+    def __init__(self):
+        self.bar = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and not args.disable_tqdm:
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, dynamic_ncols=True, disable=None)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        # The last log of a run (train_runtime, ...) is summed up by the end block instead.
+        if state.is_world_process_zero and logs and "train_runtime" not in logs:
+            tqdm.write(log_line(logs, state.global_step, state.max_steps))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def use_console_log(trainer) -> None:
+    """Replace `trainer`'s progress and printer callbacks with a [`ConsoleLog`]."""
+    from transformers import PrinterCallback, ProgressCallback
+    from transformers.trainer import DEFAULT_PROGRESS_CALLBACK
+
+    for callback in {PrinterCallback, ProgressCallback, DEFAULT_PROGRESS_CALLBACK}:
+        trainer.remove_callback(callback)
+    trainer.add_callback(ConsoleLog())
+
+
+def quiet_console() -> None:
+    """Silence three notices a run prints that say nothing about it (each one by its message, nothing else)."""
+    from transformers.utils import logging as hf_logging
+
+    # GRPOConfig sets `gradient_checkpointing`, which transformers 5 renames `activation_checkpointing`: the
+    # deprecation would show on every run, whatever the recipe says.
+    warnings.filterwarnings(
+        "ignore", message=r"`(is_)?gradient_checkpointing(_kwargs)?` is deprecated", category=FutureWarning
+    )
+    # DeepSpeed, when installed, is imported by transformers on every run and announces that it found no GPU.
+    logging.getLogger("DeepSpeed").addFilter(lambda record: not record.getMessage().startswith("Setting accelerator"))
+    hf_logging.disable_progress_bar()  # "Loading weights" for each model loaded, "Writing model shards" at the save
+
+
+# The command line: `--help` shows VtD's options and the most used training ones; `--help-all` every option.
+
+DESCRIPTION = """Train a student with Verification-then-Distillation (VtD): for each prompt the student samples K
+completions and each answer is verified; the teacher is distilled into the student on a correct completion, and a
+wrong one is contrasted (DPO) with a verified-correct sequence.
+
+  python scripts/vtd.py --config recipes/demo_tuned.yaml      # the offline demo: tiny models, CPU, about a minute
+  accelerate launch --config_file recipes/accelerate/zero3.yaml scripts/vtd.py --config recipes/qwen3_tuned.yaml
+  python scripts/vtd.py --config recipes/demo_tuned.yaml --max_steps 10 --vtd_contrast_beta 1.0  # flags override
+
+Docs: README.md, and docs/ one topic a page (docs/configuration.md: every VtD option, its default and meaning)."""
+
+HELP_MODEL = (
+    "model_name_or_path",
+    "model_revision",
+    "dtype",
+    "attn_implementation",
+    "use_peft",
+    "lora_r",
+    "lora_alpha",
+    "lora_target_modules",
+    "load_in_4bit",
+)
+HELP_TRAINING = (
+    "learning_rate",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_generations",
+    "max_completion_length",
+    "temperature",
+    "use_vllm",
+    "vllm_mode",
+    "bf16",
+    "output_dir",
+    "logging_steps",
+    "push_to_hub",
+    "hub_model_id",
+    "report_to",
+    "seed",
+    "resume_from_checkpoint",
+)
+
+
+class _HelpAll(argparse.Action):
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.print_help_all()
+        parser.exit()
+
+
+class VtDParser(TrlParser):
+    """The `TrlParser` of `scripts/vtd.py` (script, training and model arguments); parses as TrlParser does, only
+    its `--help` is shorter."""
+
+    def __init__(self):
+        super().__init__((VtDScriptArguments, VtDConfig, ModelConfig), description=DESCRIPTION)
+        self.add_argument("--help-all", action=_HelpAll, help="Show every option, with the inherited ones, and exit.")
+
+    def format_help(self) -> str:
+        sections = [
+            ("VtD (vtd_trl.VtDConfig)", list(VtDConfig.__annotations__)),
+            ("Data (vtd_trl.train.VtDScriptArguments)", list(VtDScriptArguments.__dataclass_fields__)),
+            ("Model (trl.ModelConfig, most used)", list(HELP_MODEL)),
+            ("Training (the most used of those VtDConfig inherits; all of them: --help-all)", list(HELP_TRAINING)),
+        ]
+        actions = {action.dest: action for action in self._actions if action.option_strings}
+        width = min(max(shutil.get_terminal_size().columns, 119), 140)  # never narrower than the code
+        lines = [f"usage: {self.prog} --config RECIPE.yaml [--option VALUE ...]", "", DESCRIPTION, "", "Recipe:"]
+        lines += _option("--config RECIPE.yaml", "YAML file of options (recipes/*.yaml); a flag overrides it.", width)
+        for title, dests in sections:
+            lines += ["", f"{title}:"]
+            for dest in dests:
+                action = actions[dest]
+                lines += _option(action.option_strings[0], _summary(action), width)
+        lines += ["", "  -h, --help    show this message and exit", "  --help-all    show every option and exit", ""]
+        return "\n".join(lines)
+
+    def print_help_all(self) -> None:
+        print(super().format_help())
+
+
+def _summary(action: argparse.Action) -> str:
+    """The first sentence of an option's help, and its default."""
+    text = " ".join((action.help or "").split())
+    end = next((i for i in range(len(text)) if text[i] == "." and text[i + 1 : i + 2] in ("", " ") and
+                not text[max(0, i - 3) : i + 1].endswith(("e.g.", "i.e.", "vs."))), len(text))  # fmt: skip
+    text = text[:end].rstrip(".")
+    if action.default not in (None, "", [], {}) and action.default is not argparse.SUPPRESS:
+        text += f" [{action.default}]"
+    return text
+
+
+def _option(flag: str, text: str, width: int, column: int = 38) -> list[str]:
+    """`flag` and its help wrapped in a column; a flag too long for its column gets a line of its own."""
+    indent = " " * column
+    head = f"  {flag}".ljust(column)
+    wrap = partial(textwrap.wrap, width=width, subsequent_indent=indent, break_on_hyphens=False)
+    if len(head) > column:
+        return [head.rstrip(), *wrap(text, initial_indent=indent)]
+    return wrap(text, initial_indent=head) or [head.rstrip()]
+
+
+def main(argv: list[str] | None = None):
+    """`scripts/vtd.py`: parse `--config` and the flags (`argv`, default `sys.argv`), train; returns the trainer."""
+    quiet_console()  # first: the deprecation warning fires while the arguments are parsed
+    script_args, training_args, model_args = VtDParser().parse_args_and_config(argv)
+    return run(script_args, training_args, model_args)
