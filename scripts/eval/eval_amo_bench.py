@@ -10,4 +10,4 @@ All flags: --help, or the fields of vtd_trl.eval.EvalConfig.
 from vtd_trl.eval.cli import main
 
 if __name__ == "__main__":
-    main(benchmark="amo_bench")
+    main(benchmark="amo_bench", description=__doc__)

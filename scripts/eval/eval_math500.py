@@ -10,4 +10,4 @@ All flags: --help, or the fields of vtd_trl.eval.EvalConfig.
 from vtd_trl.eval.cli import main
 
 if __name__ == "__main__":
-    main(benchmark="math500")
+    main(benchmark="math500", description=__doc__)
