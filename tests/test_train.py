@@ -1,4 +1,5 @@
-"""`scripts/vtd.py` and `vtd_trl.train`: recipes and overrides, bad input, resume after SIGKILL, push failure, card."""
+"""`scripts/vtd.py` and `vtd_trl.train`: recipes and overrides, the help, bad input, resume after SIGKILL, push failure,
+card, and what the console shows."""
 
 import json
 import os
@@ -17,7 +18,17 @@ from safetensors.torch import load_file
 from trl import ModelConfig, TrlParser
 
 from vtd_trl import VtDConfig
-from vtd_trl.train import VtDScriptArguments, describe_run, set_init_kwargs
+from vtd_trl.train import (
+    VtDParser,
+    VtDScriptArguments,
+    describe_processes,
+    describe_run,
+    end_block,
+    log_line,
+    main,
+    run,
+    set_init_kwargs,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -59,6 +70,87 @@ def test_tuned_recipes_change_only_the_measured_options_at_the_same_compute(tune
         for name, r in (("tuned", tuned), ("seed", seed))
     }
     assert completions["tuned"] == completions["seed"]
+
+
+def test_the_script_parser_parses_as_trl_parser_does():
+    args = ["--config", str(ROOT / "recipes/qwen3_lora.yaml"), "--use_cpu", "true", "--lora_r", "8",
+            "--adam_beta1", "0.8", "--vtd_contrast_beta", "0.5", "--no_shuffle_dataset"]  # fmt: skip
+    assert VtDParser().parse_args_and_config(args) == parse(args)
+
+
+def help_text(flag: str, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main([flag])
+    assert exit_.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_shows_the_recipe_then_vtd_options_then_the_most_used_training_ones(capsys):
+    text = help_text("--help", capsys)
+    lines = text.splitlines()
+    assert len(lines) <= 150 and max(map(len, lines)) <= 140
+    assert "recipes/demo_tuned.yaml" in text and "docs/" in text  # the description: an example and the docs
+    flags = [line.split()[0] for line in lines if line.startswith("  --")]
+    assert flags[0] == "--config"
+    vtd = [flags.index(f"--{name}") for name in VtDConfig.__annotations__]
+    script = [flags.index(f"--{name}") for name in VtDScriptArguments.__dataclass_fields__]
+    model = [flags.index(f"--{name}") for name in ("model_name_or_path", "use_peft", "lora_r")]
+    training = [flags.index(f"--{name}") for name in ("learning_rate", "max_steps", "num_generations", "seed")]
+    assert max(vtd + script + model) < min(training)
+    assert "--adam_beta1" not in flags and "--help-all" in text
+
+
+def test_help_all_lists_every_option(capsys):
+    text = help_text("--help-all", capsys)
+    for flag in ("--adam_beta1", "--lr_scheduler_type", "--vtd_distill_alpha", "--dataset_name", "--lora_dropout"):
+        assert flag in text, flag
+
+
+def test_missing_teacher_is_refused_naming_the_flags():
+    _, training, model = parse(["--dataset_name", "vtd-demo", "--model_name_or_path", "vtd-demo/student",
+                                "--use_cpu", "true"])  # fmt: skip
+    script = VtDScriptArguments(dataset_name="vtd-demo")
+    with pytest.raises(ValueError, match="--teacher_model_name_or_path.*--teacher_server_url"):
+        run(script, training, model)
+
+
+@pytest.mark.parametrize(
+    ("processes", "distributed", "device", "stage", "words"),
+    [
+        (1, "NO", "cpu", None, "1 process on CPU"),
+        (2, "MULTI_CPU", "cpu", None, "2 processes, DDP on CPU"),
+        (8, "MULTI_GPU", "cuda", None, "8 processes, DDP on CUDA"),
+        (4, "DEEPSPEED", "cuda", 3, "4 processes, DeepSpeed ZeRO-3 on CUDA"),
+        (2, "FSDP", "cpu", None, "2 processes, FSDP on CPU"),
+    ],
+)
+def test_processes_in_words(processes, distributed, device, stage, words):
+    assert describe_processes(processes, distributed, device, stage) == words
+
+
+def test_log_line_is_short():
+    logs = {"loss": 2.1812, "grad_norm": 6.748, "learning_rate": 3e-4, "vtd/accuracy": 0.234375,
+            "vtd/distill_loss": 0.1147, "vtd/contrast_loss": 0.5359, "step_time": 1.212, "vtd/dpo_margin": 0.01,
+            "completions/mean_length": 50.1, "rewards/correctness_reward/mean": 0.23}  # fmt: skip
+    line = log_line(logs, 10, 50)
+    assert line == (
+        "step 10/50  loss 2.181  correct 23.4%  distill 0.115  contrast 0.536  grad 6.75  lr 3.0e-04  1.21 s/step"
+    )
+    assert log_line({"loss": 1.0}, 3, 200) == "step   3/200  loss 1.000"
+
+
+def test_end_block_of_a_hub_dataset_run():
+    script, training, _ = parse(["--dataset_name", "openai/gsm8k", "--use_cpu", "true", "--output_dir", "out/run",
+                                 "--teacher_model_name_or_path", "t"])  # fmt: skip
+    block = end_block(script, training, 3725.0)
+    assert block.splitlines()[1:] == [
+        "Done in 1 h 2 min.",
+        "  saved to  out/run",
+        "  evaluate  python scripts/eval/eval_gsm8k.py --model out/run  (or eval_aime24.py, eval_aime25.py, ...)",
+        "  push      hf upload <user>/run out/run  (or train with --push_to_hub true --hub_model_id <user>/run)",
+    ]
+    pushed = end_block(script, training, 59.6, pushed_url="https://huggingface.co/me/run").splitlines()
+    assert pushed[1] == "Done in 1 min 0 s." and pushed[-1] == "  pushed to https://huggingface.co/me/run"
 
 
 def test_qwen3_recipe_is_the_seed_setup():
@@ -216,9 +308,18 @@ def test_push_failure_keeps_the_local_save(model_dirs, tmp_path):
         assert expected in output, expected
 
 
-@pytest.mark.parametrize(("recipe", "prompts"), [("demo_tuned.yaml", 64), ("demo.yaml", 16)])
-def test_demo_recipe_shortened(recipe, prompts, tmp_path):
-    """The README's demo commands, cut to 2 steps: summary, training, save, and the held-out accuracies they print."""
+PYTHON = [sys.executable]
+# `accelerate launch`, which without a config file warns about each of these it is not given
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("recipe", "prompts", "launcher"), [("demo_tuned.yaml", 64, PYTHON), ("demo.yaml", 16, ACCELERATE)]
+)
+def test_demo_recipe_shortened(recipe, prompts, launcher, tmp_path):
+    """The README's demo commands, cut to 2 steps: summary, training, save, and the held-out accuracies they print,
+    in a console without warnings, with one short line per logging step and an end block."""
     from transformers import AutoModelForCausalLM
 
     from vtd_trl.demo.evaluate import evaluate
@@ -227,14 +328,29 @@ def test_demo_recipe_shortened(recipe, prompts, tmp_path):
 
     output_dir = tmp_path / "demo"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = ["accelerate", "launch", "--num_processes", "1", str(ROOT / "scripts" / "vtd.py"),
-               "--config", str(ROOT / "recipes" / recipe), "--max_steps", "2", "--demo_train_rows", str(prompts),
+    command = [*launcher, str(ROOT / "scripts" / "vtd.py"), "--config", str(ROOT / "recipes" / recipe),
+               "--max_steps", "2", "--logging_steps", "1", "--demo_train_rows", str(prompts),
                "--demo_eval_rows", "16", "--output_dir", str(output_dir)]  # fmt: skip
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"dataset   vtd-demo ({prompts} prompts)" in result.stdout and "backend chunked" in result.stdout
-    line = next(x for x in result.stdout.splitlines() if x.startswith("Held-out greedy accuracy (16 problems)"))
-    before, after, teacher = (float(v) / 100 for v in re.findall(r"([\d.]+)%", line))
+    result = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    output = result.stdout
+    assert result.returncode == 0, output[-3000:]
+    assert f"dataset   vtd-demo ({prompts} prompts)" in output and "backend chunked" in output
+    assert "fp32, 1 process on CPU" in output
+    for noise in ("FutureWarning", "were not passed to", "process(es)", "Setting accelerator", "Loading weights",
+                  "Writing model shards", "{'loss'", "train_runtime"):  # fmt: skip
+        assert noise not in output, noise
+    steps = [line for line in output.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in steps] == ["1/2", "2/2"] and all(len(line) < 120 for line in steps)
+
+    end = output[output.index("\nDone in ") :].splitlines()[1:]
+    assert re.fullmatch(r"Done in \d+ (min \d+ )?s\.", end[0])
+    assert end[2:] == [
+        f"  saved to  {output_dir}",
+        f"  evaluate  python -m vtd_trl.demo.evaluate --model {output_dir} --num-rows 16",
+        f"  push      hf upload <user>/demo {output_dir}  (or train with --push_to_hub true --hub_model_id <user>/demo)",
+    ]
+    assert end[1].startswith("  accuracy  student ") and end[1].endswith("(greedy, 16 held-out problems)")
+    before, after, teacher = (float(v) / 100 for v in re.findall(r"([\d.]+)%", end[1]))
 
     held_out = demo_dataset("test", 16)
     shipped = AutoModelForCausalLM.from_pretrained(demo_model_path("student"))
