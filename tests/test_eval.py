@@ -1,8 +1,10 @@
 """End to end on a tiny Qwen3 model: samples file shape, grading, scores from the file, resume, CLI, vLLM wiring."""
 
 import json
+import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +14,7 @@ from vtd_trl.demo.models import tiny_qwen3
 from vtd_trl.demo.tokenizer import build_char_tokenizer
 from vtd_trl.eval import EvalConfig, evaluate
 from vtd_trl.eval import generate as generate_module
-from vtd_trl.eval.cli import main
+from vtd_trl.eval.cli import DESCRIPTION, main, make_parser
 from vtd_trl.eval.harness import build_prompt, sample_seed
 from vtd_trl.eval.results import append_samples, read_samples
 from vtd_trl.verify import extract_answer, verify
@@ -246,6 +248,27 @@ def test_script_flags(model_path, data_file, tmp_path):
     assert summary["sampling"] == {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0.0, "max_tokens": 4}
     assert len(read_samples(out / "samples.jsonl")) == 6
     assert json.loads((out / "run.json").read_text())["data"]["data_file"] == data_file
+
+
+def test_a_script_bound_to_a_benchmark_takes_no_benchmark_flag():
+    bound = make_parser("gsm8k", "Evaluate a model on GSM8K.")
+    assert "Evaluate a model on GSM8K." in bound.format_help() and "--benchmark" not in bound.format_help()
+    (config,) = bound.parse_args_and_config(["--model", "m"])
+    assert config.benchmark == "gsm8k"
+    with pytest.raises(ValueError, match="--benchmark"):
+        bound.parse_args_and_config(["--model", "m", "--benchmark", "aime24"])
+    free = make_parser()
+    assert DESCRIPTION.splitlines()[0] in free.format_help() and "--benchmark" in free.format_help()
+    (config,) = free.parse_args_and_config(["--model", "m", "--benchmark", "aime24"])
+    assert config.benchmark == "aime24"
+
+
+def test_eval_script_help_has_a_description_and_no_benchmark_flag():
+    script = Path(__file__).resolve().parents[1] / "scripts" / "eval" / "eval_math500.py"
+    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Evaluate a model on MATH-500" in result.stdout and "--mode" in result.stdout
+    assert "--benchmark" not in result.stdout
 
 
 def test_config_errors_name_the_field_and_the_fix():
