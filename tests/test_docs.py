@@ -149,3 +149,11 @@ def test_plot_script_writes_the_figures(tmp_path):
 
 def test_committed_figure_is_small():
     assert 10_000 < (ROOT / "docs" / "images" / "methods.png").stat().st_size < 200_000
+
+
+def test_recipes_readme_lists_every_recipe_and_accelerate_config():
+    text = (ROOT / "recipes" / "README.md").read_text()
+    recipes = sorted(p.name for p in (ROOT / "recipes").glob("*.yaml"))
+    configs = sorted(p.name for p in (ROOT / "recipes" / "accelerate").glob("*.yaml"))
+    assert [name for name in recipes if f"`{name}`" not in text] == []
+    assert [name for name in configs if f"accelerate/{name}" not in text] == []
