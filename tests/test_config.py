@@ -20,7 +20,7 @@ def test_defaults_are_the_seed_method():
     assert config.vtd_distill_normalizer == "completion_tokens" and config.vtd_contrast_normalizer == "completions"
     assert config.vtd_chosen_source == "reference" and not config.vtd_distill_incorrect
     assert config.vtd_chosen_nll_weight == 0.0 and config.vtd_dpo_loss_type == "sigmoid"
-    assert config.vtd_chosen_nll_source == "all" and config.vtd_correct_nll_weight == 0.0
+    assert config.vtd_chosen_nll_source == "all"
     assert config.vllm_importance_sampling_correction is False
 
 
@@ -45,7 +45,6 @@ def test_every_field_has_help():
         ({"vtd_chosen_source": "teacher"}, r"`vtd_chosen_source` must be one of .*got 'teacher'"),
         ({"vtd_dpo_loss_type": "ipo"}, r"`vtd_dpo_loss_type` must be one of .*'length_normalized'.*got 'ipo'"),
         ({"vtd_chosen_nll_weight": -0.5}, r"`vtd_chosen_nll_weight` must be >= 0, got -0.5"),
-        ({"vtd_correct_nll_weight": -1.0}, r"`vtd_correct_nll_weight` must be >= 0, got -1.0"),
         ({"vtd_chosen_nll_source": "reference"}, r"`vtd_chosen_nll_source` must be one of .*got 'reference'"),
         ({"vtd_chosen_nll_source": "sibling"}, r"`vtd_chosen_nll_source='sibling'` with `vtd_chosen_nll_weight=0`"),
         (

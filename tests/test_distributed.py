@@ -23,6 +23,7 @@ from torch.distributed.tensor import DTensor, Shard
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from vtd_trl import VtDTrainer
+from vtd_trl.setup import init_kwargs
 from vtd_trl.train import allow_fsdp_on_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +55,6 @@ def train_two_steps(model_dirs, output_dir, per_device: int, sharded: bool = Fal
         lr_scheduler_type="constant",
         weight_decay=0.0,
         max_grad_norm=1e6,  # no clipping, but the norm is logged
-        vtd_correct_nll_weight=0.5,  # process 0 has no correct completion: its empty NLL term still joins the gathers
         use_cpu=not sharded,
         ddp_backend="gloo" if sharded else None,
         **overrides,
@@ -249,7 +249,7 @@ def test_frozen_models_load_without_device_map_when_distributed(distributed_type
     args = SimpleNamespace(
         distributed_state=SimpleNamespace(distributed_type=distributed_type), trust_remote_code=False
     )
-    kwargs = VtDTrainer._init_kwargs({"device_map": "auto"}, args)
+    kwargs = init_kwargs({"device_map": "auto"}, args)
     assert kwargs["device_map"] == ("auto" if distributed_type == DistributedType.NO else None)
 
 

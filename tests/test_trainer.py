@@ -167,20 +167,18 @@ def test_reference_is_rendered_as_the_assistant_turn(model_dirs, tmp_path, token
     trainer = make_trainer(model_dirs, tmp_path)
     prompt = [{"role": "user", "content": "What is 1+1?"}]
     # Qwen3 in thinking mode: the reference is the reasoning, its last line the answer, as a sampled completion.
-    ids = trainer._reference_completion_ids(prompt, "1+1=2.\nSo \\boxed{2}")
+    ids = trainer.chosen.reference_ids(prompt, "1+1=2.\nSo \\boxed{2}")
     assert tokenizer.decode(ids) == "<think>\n1+1=2.\nSo \\boxed{2}\n</think>\n\nSo \\boxed{2}<|im_end|>"
     # A reference with its own think block is rendered as it is.
-    ids = trainer._reference_completion_ids(prompt, "<think>\n1+1=2\n</think>\n\n\\boxed{2}")
+    ids = trainer.chosen.reference_ids(prompt, "<think>\n1+1=2\n</think>\n\n\\boxed{2}")
     assert tokenizer.decode(ids) == "<think>\n1+1=2\n</think>\n\n\\boxed{2}<|im_end|>"
-    assert trainer._reference_completion_ids("What is 1+1?", "2") == tokenizer("2")["input_ids"] + [
-        tokenizer.eos_token_id
-    ]
-    assert trainer._reference_completion_ids(prompt, "  ") is None
+    assert trainer.chosen.reference_ids("What is 1+1?", "2") == tokenizer("2")["input_ids"] + [tokenizer.eos_token_id]
+    assert trainer.chosen.reference_ids(prompt, "  ") is None
 
 
 def test_reference_as_the_visible_answer(model_dirs, tmp_path, tokenizer):
     trainer = make_trainer(model_dirs, tmp_path, vtd_reference_format="answer")
-    ids = trainer._reference_completion_ids([{"role": "user", "content": "1+1?"}], "1+1=2. \\boxed{2}")
+    ids = trainer.chosen.reference_ids([{"role": "user", "content": "1+1?"}], "1+1=2. \\boxed{2}")
     # Qwen3's template renders a final assistant turn with an (empty) think block, then the answer and <|im_end|>.
     assert tokenizer.decode(ids) == "<think>\n\n</think>\n\n1+1=2. \\boxed{2}<|im_end|>"
 
@@ -191,7 +189,7 @@ def test_reference_follows_chat_template_kwargs_and_max_length(model_dirs, tmp_p
     )
     prompt = [{"role": "user", "content": "What is 1+1?"}]
     # With thinking off the generation prompt already holds the empty think block: the chosen part starts after it.
-    assert tokenizer.decode(trainer._reference_completion_ids(prompt, "It is 2.")) == "It is"
+    assert tokenizer.decode(trainer.chosen.reference_ids(prompt, "It is 2.")) == "It is"
 
 
 @pytest.mark.parametrize(
@@ -317,7 +315,7 @@ def test_auto_chosen_source_prefers_references_in_the_students_format(model_dirs
     trainer = make_trainer(
         model_dirs, tmp_path, rows=rows, completions=first_prompt_all_wrong, vtd_chosen_source="auto"
     )
-    assert [trainer._reference_in_format(row["prompt"], row["reference"]) for row in rows] == [False, True, False]
+    assert [trainer.chosen.in_format(row["prompt"], row["reference"]) for row in rows] == [False, True, False]
     out = generation_batch(trainer, rows)
     pairs = out["vtd_contrast"].tolist()
     assert pairs == [True] * K + [False, True, False, True] * 2
@@ -368,9 +366,9 @@ def test_teacher_head_is_gathered_only_when_some_process_distils(
     out = generation_batch(trainer, rows)
     teacher_head = trainer.teacher_model.get_output_embeddings().weight
     gathers, full = [], []
-    original_ctx, original_full = trainer_module.maybe_gather_lm_head_ctx, trainer_module._full_tensor
+    original_ctx, original_full = trainer_module.maybe_gather_lm_head_ctx, trainer_module.full_tensor
     monkeypatch.setattr(trainer_module, "maybe_gather_lm_head_ctx", lambda *p: gathers.append(p) or original_ctx(*p))
-    monkeypatch.setattr(trainer_module, "_full_tensor", lambda w: full.append(w) or original_full(w))
+    monkeypatch.setattr(trainer_module, "full_tensor", lambda w: full.append(w) or original_full(w))
     trainer.compute_loss(trainer.model, out)
     assert out["vtd_distill"].any() == gathered
     # ZeRO-3's gather context and FSDP2's full_tensor: the teacher's head in both or in neither
@@ -564,18 +562,17 @@ def scaled_model_dirs(tmp_path_factory, tokenizer):
 
 
 @pytest.mark.parametrize(
-    ("backend", "distill_incorrect", "scaled", "nll_weight", "loss_type", "when", "correct_nll_weight"),
+    ("backend", "distill_incorrect", "scaled", "nll_weight", "loss_type", "when"),
     [
-        ("naive", False, False, 0.0, "sigmoid", "generation_batch", 0.0),
-        ("chunked", False, False, 0.0, "sigmoid", "generation_batch", 0.0),
-        ("chunked", False, False, 0.0, "sigmoid", "micro_batch", 0.0),
-        ("chunked", True, False, 0.0, "sigmoid", "generation_batch", 0.0),
-        ("chunked", False, True, 0.0, "sigmoid", "generation_batch", 0.0),
-        ("chunked", True, False, 0.7, "sigmoid", "generation_batch", 0.0),  # RPO: the chosen sequence's NLL
-        ("chunked", False, False, 0.0, "length_normalized", "generation_batch", 0.0),
-        ("naive", False, True, 0.7, "length_normalized", "micro_batch", 0.0),
-        ("chunked", True, False, 0.7, "sigmoid", "generation_batch", 1.5),  # the correct completions' NLL
-        ("naive", False, True, 0.0, "sigmoid", "micro_batch", 1.5),
+        ("naive", False, False, 0.0, "sigmoid", "generation_batch"),
+        ("chunked", False, False, 0.0, "sigmoid", "generation_batch"),
+        ("chunked", False, False, 0.0, "sigmoid", "micro_batch"),
+        ("chunked", True, False, 0.0, "sigmoid", "generation_batch"),
+        ("chunked", False, True, 0.0, "sigmoid", "generation_batch"),
+        ("chunked", True, False, 0.7, "sigmoid", "generation_batch"),  # RPO: the chosen sequence's NLL
+        ("chunked", False, False, 0.0, "length_normalized", "generation_batch"),
+        ("naive", False, True, 0.7, "length_normalized", "micro_batch"),
+        ("naive", False, True, 0.0, "sigmoid", "micro_batch"),
     ],
 )
 def test_loss_and_gradient_match_an_independent_recomputation(
@@ -589,7 +586,6 @@ def test_loss_and_gradient_match_an_independent_recomputation(
     nll_weight,
     loss_type,
     when,
-    correct_nll_weight,
 ):
     """The whole VtD loss of one generation batch, recomputed from plain full-logit forwards of fresh models."""
     model_dirs = scaled_model_dirs if scaled else model_dirs
@@ -607,7 +603,6 @@ def test_loss_and_gradient_match_an_independent_recomputation(
         vtd_teacher_signal=when,
         vtd_chosen_nll_weight=nll_weight,
         vtd_dpo_loss_type=loss_type,
-        vtd_correct_nll_weight=correct_nll_weight,
     )
     # Move the policy away from the reference, so the DPO term is not at its log(2) starting point.
     torch.manual_seed(3)
@@ -624,7 +619,6 @@ def test_loss_and_gradient_match_an_independent_recomputation(
     reference = AutoModelForCausalLM.from_pretrained(model_dirs["student"])
     teacher = AutoModelForCausalLM.from_pretrained(model_dirs["teacher"])
     distill_sum, contrast_sum, num_tokens, nlls = 0.0, 0.0, 0, []
-    correct_nll_sum, correct_tokens = 0.0, 0
     for row in rows:
         prompt_ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True)
         prompt_ids = list(prompt_ids["input_ids"] if hasattr(prompt_ids, "keys") else prompt_ids)
@@ -642,9 +636,6 @@ def test_loss_and_gradient_match_an_independent_recomputation(
                 with torch.no_grad():
                     t = teacher(input_ids=full).logits[0, len(prompt_ids) - 1 : -1].double() / temperature
                 distill_sum = distill_sum + generalized_jsd(s, t, distill_beta).sum()
-            if correct:  # its own tokens as targets, at temperature 1
-                correct_nll_sum = correct_nll_sum - sequence_logps(policy, prompt_ids, ids)
-                correct_tokens += len(ids)
             if not correct:  # a DPO pair against the reference
                 # Length-normalised DPO divides each sequence's log-probs (and so its log-ratio) by its token count
                 n_c, n_r = (len(chosen_ids), len(ids)) if loss_type == "length_normalized" else (1, 1)
@@ -658,7 +649,7 @@ def test_loss_and_gradient_match_an_independent_recomputation(
                 contrast_sum = contrast_sum - torch.nn.functional.logsigmoid(dpo_beta * (margin - ref_margin))
                 nlls.append(-policy_chosen / len(chosen_ids))  # mean over the chosen sequence's tokens
                 contrast_sum = contrast_sum + nll_weight * nlls[-1]
-    expected = (alpha * distill_sum + correct_nll_weight * correct_nll_sum) / num_tokens
+    expected = alpha * distill_sum / num_tokens
     expected = expected + weight * contrast_sum / (len(rows) * K)
     expected.backward()
 
@@ -669,11 +660,6 @@ def test_loss_and_gradient_match_an_independent_recomputation(
         assert chosen_nll == pytest.approx(sum(n.item() for n in nlls) / len(nlls), rel=1e-4 if scaled else 1e-5)
     else:
         assert "vtd/chosen_nll" not in last_metrics(trainer)
-    if correct_nll_weight:
-        correct_nll = last_metrics(trainer)["vtd/correct_nll"]
-        assert correct_nll == pytest.approx(correct_nll_sum.item() / correct_tokens, rel=1e-4 if scaled else 1e-5)
-    else:
-        assert "vtd/correct_nll" not in last_metrics(trainer)
     for (name, param), (_, ref_param) in zip(trainer.model.named_parameters(), policy.named_parameters()):
         torch.testing.assert_close(param.grad, ref_param.grad, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
 
@@ -687,6 +673,8 @@ def spread_completions(prompt_text: str, position: int, row: int) -> str:
 def test_each_micro_batch_runs_at_its_own_longest_row(model_dirs, tmp_path, monkeypatch):
     from trl.trainer.utils import split_tensor_dict
 
+    import vtd_trl.packing as packing
+    import vtd_trl.teachers as teachers
     import vtd_trl.trainer as trainer_module
 
     rows = [dict(arithmetic_rows(1)[0]), dict(arithmetic_rows(1, start=200)[0])]  # prompts of different lengths
@@ -700,8 +688,11 @@ def test_each_micro_batch_runs_at_its_own_longest_row(model_dirs, tmp_path, monk
     )
     out = generation_batch(trainer, rows)
     widths = []
-    original = trainer._hidden_states
-    monkeypatch.setattr(trainer, "_hidden_states", lambda m, b: widths.append(b.input_ids.shape) or original(m, b))
+    original = packing.hidden_states
+    for module in (trainer_module, teachers):  # the student's and the teacher's forwards
+        monkeypatch.setattr(
+            module, "hidden_states", lambda m, b, a: widths.append(b.input_ids.shape) or original(m, b, a)
+        )
 
     def losses():
         return [trainer._vtd_loss(trainer.model, half, "eval")[1][0].item() for half in split_tensor_dict(out, 2)]
@@ -714,7 +705,7 @@ def test_each_micro_batch_runs_at_its_own_longest_row(model_dirs, tmp_path, monk
     assert widths == [expected[0], expected[0], expected[1], expected[1]]
     assert widths[0][1] < out["prompt_ids"].shape[1] + out["completion_ids"].shape[1]
     widths.clear()
-    monkeypatch.setattr(trainer_module._Batch, "trimmed", lambda self: self)
+    monkeypatch.setattr(packing.Batch, "trimmed", lambda self: self)
     untrimmed = losses()
     assert widths[0][1] == out["prompt_ids"].shape[1] + out["completion_ids"].shape[1]
     assert trimmed == pytest.approx(untrimmed, rel=1e-5)  # the same sums: only padding (and RoPE offsets) went
@@ -723,7 +714,7 @@ def test_each_micro_batch_runs_at_its_own_longest_row(model_dirs, tmp_path, monk
 def test_dpo_sequence_logps_of_a_bf16_model_are_computed_from_fp32_logits():
     from trl.kernels import ChunkedLogProbFunction
 
-    from vtd_trl.trainer import _Batch, _sequence_logps_from_hidden
+    from vtd_trl.packing import Batch, sequence_logps_from_hidden
 
     generator = torch.Generator().manual_seed(0)
     n, length, hidden_size, vocab = 2, 256, 64, 1000
@@ -733,9 +724,9 @@ def test_dpo_sequence_logps_of_a_bf16_model_are_computed_from_fp32_logits():
     logits = hidden.double() @ weight.double().t()
     targets = torch.multinomial(logits.view(-1, vocab).softmax(-1), 1, generator=generator).view(n, length)  # sampled
     ones = torch.ones(n, length, dtype=torch.long)
-    batch = _Batch(torch.zeros(n, 1, dtype=torch.long), torch.ones(n, 1, dtype=torch.long), targets, ones, ones)
+    batch = Batch(torch.zeros(n, 1, dtype=torch.long), torch.ones(n, 1, dtype=torch.long), targets, ones, ones)
     exact = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1).sum(1)
-    logps = _sequence_logps_from_hidden(hidden, weight, batch)
+    logps = sequence_logps_from_hidden(hidden, weight, batch)
     bf16_tiles = ChunkedLogProbFunction.apply(
         hidden.reshape(-1, hidden_size), weight, None, targets.reshape(-1), 1.0, 4096, None, 1.0, ("log_probs",)
     )[0]
@@ -816,7 +807,7 @@ def test_training_changes_the_student_and_never_the_teacher(model_dirs, tmp_path
 
 def test_zero3_reloads_the_reference_of_a_student_instance(model_dirs, tmp_path, tokenizer, monkeypatch):
     """Under ZeRO-3 a partitioned student can't be deep-copied: the DPO reference is loaded again from its path."""
-    monkeypatch.setattr("vtd_trl.trainer.is_deepspeed_zero3_enabled", lambda: True)
+    monkeypatch.setattr("vtd_trl.setup.is_deepspeed_zero3_enabled", lambda: True)
     student = AutoModelForCausalLM.from_pretrained(model_dirs["student"])
     saved_norm = student.model.norm.weight.detach().clone()
     with torch.no_grad():
@@ -921,7 +912,6 @@ def test_model_card_names_the_method(model_dirs, tmp_path):
         ("`vtd_distill_alpha`", args.vtd_distill_alpha),
         ("`vtd_contrast_beta`", args.vtd_contrast_beta),
         ("`vtd_distill_top_k`", "full vocabulary"),
-        ("`vtd_correct_nll_weight`", args.vtd_correct_nll_weight),
         ("teacher scored", "locally, per generation batch"),
     ]:
         row = next(line for line in card.splitlines() if name in line)

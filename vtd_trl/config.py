@@ -26,7 +26,7 @@ class VtDConfig(GRPOConfig):
     generation runs with transformers or vLLM exactly as in GRPO.
 
     Parameters:
-        > Parameters that control the teacher model
+        > Parameters that control the teacher
 
         teacher_model_name_or_path (`str`, *optional*):
             Model id or path of the teacher, used when the trainer's `teacher_model` argument is not given.
@@ -55,7 +55,24 @@ class VtDConfig(GRPOConfig):
             When a local teacher scores the distilled completions: `"generation_batch"` (once per generation batch,
             stored with the buffered inputs, so `num_iterations > 1` does not repeat it) or `"micro_batch"` (in
             every micro-batch's loss; nothing is held between the two). A server teacher always scores once per
-            generation batch. See README, "Teachers".
+            generation batch. `"micro_batch"` is for runs where the stored signal does not fit beside the
+            buffered inputs (about 1 GB per GPU at `recipes/qwen3.yaml`'s sizes, docs/teachers.md).
+        vtd_distill_top_k (`int`, *optional*):
+            When set, the divergence is taken over the teacher's top-k tokens plus one tail bucket
+            (`vtd_trl.losses.sparse_distillation_loss`) instead of the full vocabulary. Required with a server teacher
+            (it returns top-k log-probs only); with a local teacher it makes the two comparable at equal k.
+
+        > Parameters that control the route
+
+        vtd_distill_incorrect (`bool`, *optional*, defaults to `False`):
+            Whether incorrect completions are also distilled from the teacher, in addition to their DPO pair. `False` is the published
+            route; `True` measured best on both demo tasks and is in the tuned recipes (docs/benchmarks.md).
+        vtd_truncated_completions (`str`, *optional*, defaults to `"distill"`):
+            Route of an incorrect completion that was cut by `max_completion_length` (it ends without EOS): `"distill"`
+            (distilled only, no DPO pair: the teacher corrects the chain it could not finish), `"contrast"` (a DPO pair
+            like any incorrect completion, the published rule, which pushes toward short answers) or `"skip"` (neither).
+            Correct ones are distilled. On the offline demo with half the completions cut, `"distill"` measured best
+            (docs/method.md).
 
         > Parameters that control the loss
 
@@ -70,7 +87,9 @@ class VtDConfig(GRPOConfig):
             the log-ratios summed over each sequence's tokens) or `"length_normalized"` (the same with each
             sequence's log-ratio divided by its token count, so that a short chosen sequence against a long rejected
             one is not a length preference; the log-ratios are then per token, so `vtd_dpo_beta` acts about a
-            sequence length more weakly).
+            sequence length more weakly). In no recipe:
+            kept for references much shorter than the completions, where it measured best on one demo cell (terse
+            references, imperfect teacher; docs/benchmarks.md).
         vtd_chosen_nll_weight (`float`, *optional*, defaults to `0.0`):
             Weight `w` of the negative log-likelihood of each pair's chosen sequence added to its DPO loss, as
             TRL's `DPOConfig.rpo_alpha` (RPO, Pang et al., 2024): per pair `dpo_loss + w * NLL(chosen) / len(chosen)`,
@@ -81,40 +100,24 @@ class VtDConfig(GRPOConfig):
             chosen sequence that is a correct completion of the student's own) or `"in_format"` (a sibling, or a
             reference in the student's format as `vtd_chosen_source="auto"` judges it), so that a reference in
             another format than the student's is never imitated token by token.
-        vtd_correct_nll_weight (`float`, *optional*, defaults to `0.0`):
-            Weight `g` of a third term, the negative log-likelihood of the student's own verified-correct completions
-            (rejection-sampling fine-tuning on them, as RAFT / ReST): `+ g * 1/N * sum_{i correct} sum_t -log
-            pi(y_it | x, y_i<t)`, divided by the distillation term's normalizer `N` (`vtd_distill_normalizer`). A
-            correct completion's tokens are then a target of their own, not only through the teacher's distribution,
-            which an imperfect teacher may put elsewhere. Completions cut by `max_completion_length` are left out. `0.0`
-            adds nothing. Screened on both demo tasks without a gain (docs/methods.md), so no recipe sets it.
         vtd_distill_beta (`float`, *optional*, defaults to `0.0`):
             Interpolation of the token-level divergence: `0.0` is the forward KL(teacher || student), `1.0` the
             reverse KL(student || teacher), values in between the generalized Jensen-Shannon divergence.
         vtd_distill_temperature (`float`, *optional*, defaults to `1.0`):
-            Temperature dividing both the teacher's and the student's logits in the distillation term.
-        vtd_distill_top_k (`int`, *optional*):
-            When set, the divergence is taken over the teacher's top-k tokens plus one tail bucket
-            (`vtd_trl.losses.sparse_distillation_loss`) instead of the full vocabulary. Required with a server teacher
-            (it returns top-k log-probs only); with a local teacher it makes the two comparable at equal k.
+            Temperature dividing both the teacher's and the student's logits in the distillation term. In no recipe: kept as
+            in TRL's distillation trainers, for teachers whose distribution is too peaked to teach from.
         vtd_distill_backend (`str`, *optional*, defaults to `"auto"`):
             How the distillation term is computed: `"liger"` (Liger-Kernel's fused linear JSD), `"chunked"` (chunked
             over tokens, gradients computed in the forward pass), `"naive"` (full logits; for tests and debugging)
             or `"auto"` (Liger on CUDA, chunked elsewhere). Only `"naive"` materializes `[tokens, vocab]` logits.
         vtd_distill_normalizer (`str`, *optional*, defaults to `"completion_tokens"`):
             What the distillation sum is divided by: `"completion_tokens"` (all completion tokens of the generation
-            batch) or `"distilled_tokens"` (only the tokens of distilled completions).
+            batch) or `"distilled_tokens"` (only the tokens of distilled completions). The second is the
+            literal per-term mean of the published method, kept to reproduce it; it measured lower (docs/method.md).
         vtd_contrast_normalizer (`str`, *optional*, defaults to `"completions"`):
             What the contrast sum is divided by: `"completions"` (all completions of the generation batch) or
-            `"pairs"` (only the DPO pairs).
-        vtd_distill_incorrect (`bool`, *optional*, defaults to `False`):
-            Whether incorrect completions are also distilled from the teacher, in addition to their DPO pair.
-        vtd_truncated_completions (`str`, *optional*, defaults to `"distill"`):
-            Route of an incorrect completion that was cut by `max_completion_length` (it ends without EOS): `"distill"`
-            (distilled only, no DPO pair: the teacher corrects the chain it could not finish), `"contrast"` (a DPO pair
-            like any incorrect completion, the seed's rule, which pushes toward short answers) or `"skip"` (neither).
-            Correct ones are distilled. On the offline demo with half the completions cut, `"distill"` measured best
-            (see README, "How it works").
+            `"pairs"` (only the DPO pairs). As for
+            `vtd_distill_normalizer`, the second is the literal reading of the published method.
 
         > Parameters that control the data
 
@@ -160,7 +163,7 @@ class VtDConfig(GRPOConfig):
         },
     )
 
-    # Parameters that control the teacher model
+    # Parameters that control the teacher
     teacher_model_name_or_path: str | None = field(
         default=None,
         metadata={"help": "Model id or path of the teacher, used when the trainer gets no `teacher_model`."},
@@ -176,7 +179,6 @@ class VtDConfig(GRPOConfig):
             "id or path (a JSON string on the command line)."
         },
     )
-
     teacher_server_url: str | None = field(
         default=None,
         metadata={
@@ -217,6 +219,27 @@ class VtDConfig(GRPOConfig):
             "choices": list(TEACHER_SIGNALS),
         },
     )
+    vtd_distill_top_k: int | None = field(
+        default=None,
+        metadata={
+            "help": "Distil over the teacher's top-k tokens plus a tail bucket instead of the full vocabulary. "
+            "Required with a server teacher."
+        },
+    )
+
+    # Parameters that control the route
+    vtd_distill_incorrect: bool = field(
+        default=False,
+        metadata={"help": "Whether incorrect completions are distilled too, in addition to their DPO pair."},
+    )
+    vtd_truncated_completions: str = field(
+        default="distill",
+        metadata={
+            "help": "Route of an incorrect completion cut by `max_completion_length`: 'distill' (distilled only, no "
+            "DPO pair), 'contrast' (a DPO pair, the published rule) or 'skip'.",
+            "choices": list(TRUNCATED_ROUTES),
+        },
+    )
 
     # Parameters that control the loss
     vtd_distill_alpha: float = field(
@@ -254,13 +277,6 @@ class VtDConfig(GRPOConfig):
             "choices": list(CHOSEN_NLL_SOURCES),
         },
     )
-    vtd_correct_nll_weight: float = field(
-        default=0.0,
-        metadata={
-            "help": "Weight of the per-token NLL of the student's verified-correct completions (not cut by "
-            "`max_completion_length`), a third loss term divided like the distillation term. 0.0 adds nothing."
-        },
-    )
     vtd_distill_beta: float = field(
         default=0.0,
         metadata={
@@ -271,13 +287,6 @@ class VtDConfig(GRPOConfig):
     vtd_distill_temperature: float = field(
         default=1.0,
         metadata={"help": "Temperature dividing the teacher's and the student's logits in the distillation term."},
-    )
-    vtd_distill_top_k: int | None = field(
-        default=None,
-        metadata={
-            "help": "Distil over the teacher's top-k tokens plus a tail bucket instead of the full vocabulary. "
-            "Required with a server teacher."
-        },
     )
     vtd_distill_backend: str = field(
         default="auto",
@@ -301,18 +310,6 @@ class VtDConfig(GRPOConfig):
             "help": "Divide the contrast sum by all completions of the generation batch ('completions') or by the "
             "DPO pairs only ('pairs').",
             "choices": list(CONTRAST_NORMALIZERS),
-        },
-    )
-    vtd_distill_incorrect: bool = field(
-        default=False,
-        metadata={"help": "Whether incorrect completions are distilled too, in addition to their DPO pair."},
-    )
-    vtd_truncated_completions: str = field(
-        default="distill",
-        metadata={
-            "help": "Route of an incorrect completion cut by `max_completion_length`: 'distill' (distilled only, no "
-            "DPO pair), 'contrast' (a DPO pair, the seed's rule) or 'skip'.",
-            "choices": list(TRUNCATED_ROUTES),
         },
     )
 
@@ -358,6 +355,13 @@ class VtDConfig(GRPOConfig):
     )
 
     def __post_init__(self):
+        self._grpo_post_init()
+        self._check_values()
+        self._check_combinations()
+        self._check_teacher_options()
+        self._refuse_unused_grpo_options()
+
+    def _grpo_post_init(self) -> None:
         if self.num_generations is not None and self.num_generations < 1:
             raise ValueError(
                 f"`num_generations` must be >= 1, got {self.num_generations}. It is the number K of completions "
@@ -376,6 +380,8 @@ class VtDConfig(GRPOConfig):
                     "`vllm_importance_sampling_correction=True` with `num_generations=1`: VtD has no policy-gradient "
                     "term for the correction to act on. Set it to False."
                 ) from None
+
+    def _check_values(self) -> None:
         if isinstance(self.teacher_model_init_kwargs, str):
             raise ValueError(
                 f"`teacher_model_init_kwargs` must be a dict or a JSON object string, got "
@@ -386,7 +392,6 @@ class VtDConfig(GRPOConfig):
             "vtd_contrast_beta",
             "vtd_dpo_beta",
             "vtd_chosen_nll_weight",
-            "vtd_correct_nll_weight",
         ):
             value = getattr(self, name)
             if not value >= 0.0:
@@ -417,6 +422,8 @@ class VtDConfig(GRPOConfig):
             value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(f"`{name}` must be one of {list(allowed)}, got {value!r}.")
+
+    def _check_combinations(self) -> None:
         if self.num_generations == 1 and self.vtd_chosen_source == "sibling" and self.vtd_contrast_beta > 0:
             raise ValueError(
                 "`vtd_chosen_source='sibling'` with `num_generations=1`: a prompt's only completion has no sibling to "
@@ -438,7 +445,8 @@ class VtDConfig(GRPOConfig):
                 f"`vtd_max_reference_length` must be >= 1 or None, got {self.vtd_max_reference_length}. Leave it "
                 "unset to use `max_completion_length`."
             )
-        self._check_teacher_options()
+
+    def _refuse_unused_grpo_options(self) -> None:
         # GRPO's own loss terms are replaced by VtD's; refuse the options that would silently do nothing.
         unused = {
             "beta": (self.beta != 0.0, "0.0; the contrast term's reference policy is the frozen initial student"),
@@ -480,11 +488,7 @@ class VtDConfig(GRPOConfig):
         url = self.teacher_server_base_url
         if url is None:
             return
-        if self.teacher_model_name_or_path is not None:
-            raise ValueError(
-                f"Both a teacher server ({url}) and a local teacher (`teacher_model_name_or_path="
-                f"{self.teacher_model_name_or_path!r}`) are set. Keep one."
-            )
+        check_teacher_source(url, self.teacher_model_name_or_path, "`teacher_model_name_or_path`")
         if self.vtd_distill_top_k is None:
             raise ValueError(
                 f"The teacher server at {url} returns top-k log-probs only: set `vtd_distill_top_k` (e.g. 64), at "
@@ -496,3 +500,19 @@ class VtDConfig(GRPOConfig):
                 "log-probs from the raw logits, before any temperature, so the teacher's side could not be tempered. "
                 "Use 1.0, or a local teacher."
             )
+
+
+def check_teacher_source(server_url: str | None, teacher, given_as: str, required: bool = False) -> None:
+    """One teacher: a server or a local model (`teacher`, given as `given_as`), never both; with `required`, not
+    neither (a config alone may leave the teacher to the trainer's `teacher_model=`)."""
+    if server_url is not None and teacher is not None:
+        name = teacher if isinstance(teacher, str) else type(teacher).__name__
+        raise ValueError(
+            f"Both a teacher server ({server_url}) and a local teacher ({given_as}: {name!r}) are set. Keep one: "
+            "unset `teacher_server_url` / `teacher_server_host`, or the local teacher."
+        )
+    if required and server_url is None and teacher is None:
+        raise ValueError(
+            "VtD needs a teacher: pass `teacher_model=` (an id, a path or a model), set `teacher_model_name_or_path` "
+            "(`--teacher_model_name_or_path`), or serve one (`teacher_server_url`, `--teacher_server_url`)."
+        )

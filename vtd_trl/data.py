@@ -143,6 +143,26 @@ def _field(example: Mapping, column: str):
     return value
 
 
+def _checked_answers(examples: list[dict], indices: list[int], failures: list, on_error: str, source: str) -> list:
+    """The examples whose answer parses and whose reference verifies against it; the others join `failures`."""
+    answers = [example["answer"] for example in examples]
+    answer_ok = verify_batch([f"\\boxed{{{answer}}}" for answer in answers], answers)
+    reference_ok = verify_batch([example["reference"] for example in examples], answers)
+    kept = []
+    for index, example, answer_valid, reference_valid in zip(indices, examples, answer_ok, reference_ok):
+        if answer_valid is not True:
+            reason = f"column 'answer' value {example['answer']!r} cannot be parsed as a math answer"
+        elif reference_valid is not True:
+            reason = f"column 'reference' does not end with an answer equivalent to {example['answer']!r}"
+        else:
+            kept.append(example)
+            continue
+        failures.append((index, reason))
+        if on_error == "raise":
+            _raise_row_error(source, index, reason)
+    return kept
+
+
 def prepare_vtd_dataset(
     dataset: Dataset,
     style: Literal["gsm8k", "math", "columns"] | None = None,
@@ -195,22 +215,7 @@ def prepare_vtd_dataset(
             if on_error == "raise":
                 _raise_row_error(source, index, str(error))
     if check_answers and examples:
-        answers = [example["answer"] for example in examples]
-        answer_ok = verify_batch([f"\\boxed{{{answer}}}" for answer in answers], answers)
-        reference_ok = verify_batch([example["reference"] for example in examples], answers)
-        kept = []
-        for index, example, answer_valid, reference_valid in zip(indices, examples, answer_ok, reference_ok):
-            if answer_valid is not True:
-                reason = f"column 'answer' value {example['answer']!r} cannot be parsed as a math answer"
-            elif reference_valid is not True:
-                reason = f"column 'reference' does not end with an answer equivalent to {example['answer']!r}"
-            else:
-                kept.append(example)
-                continue
-            failures.append((index, reason))
-            if on_error == "raise":
-                _raise_row_error(source, index, reason)
-        examples = kept
+        examples = _checked_answers(examples, indices, failures, on_error, source)
     if failures:
         shown = "; ".join(f"row {index}: {reason}" for index, reason in sorted(failures)[:5])
         logger.warning(

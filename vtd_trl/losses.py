@@ -1,4 +1,5 @@
-"""The two VtD loss terms as pure functions: token-level distillation and the DPO contrast.
+"""The VtD loss terms as pure functions: token-level distillation (dense, sparse, of a stored teacher signal) and
+the contrast (DPO, length-normalised DPO, RPO).
 
 `distillation_loss` takes hidden states and LM-head weights rather than logits, so that the fused backends never
 hold the `[tokens, vocab]` logits of either model. All backends compute the same quantity: the sum over masked
@@ -38,6 +39,51 @@ def dpo_loss(
     """
     logits = (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
     return -F.logsigmoid(beta * logits)
+
+
+def contrast_loss(
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    chosen_lengths: torch.Tensor,
+    rejected_lengths: torch.Tensor,
+    *,
+    beta: float,
+    loss_type: str = "sigmoid",
+    chosen_nll_weight: float = 0.0,
+    chosen_nll_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pair contrast losses `[P]`: DPO, length-normalised DPO, and RPO's chosen NLL.
+
+    Args:
+        chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps: `[P]` summed log-probabilities of each
+            pair's sequences under the policy and the reference.
+        chosen_lengths, rejected_lengths: `[P]` token counts of those sequences (at least 1).
+        beta: the DPO temperature.
+        loss_type: `"sigmoid"` (`dpo_loss` of the summed log-probs) or `"length_normalized"` (each sequence's
+            log-ratio divided by its token count).
+        chosen_nll_weight: `w` of RPO (TRL's `rpo_alpha`): `+ w * NLL(chosen) / len(chosen)` in each pair.
+        chosen_nll_mask: `[P]` 1.0 for the pairs whose chosen sequence gets the NLL (default all).
+
+    Returns:
+        `(losses, margins, nll)`, each `[P]`: the differentiable losses; the detached DPO margins
+        `beta * (chosen log-ratio - rejected log-ratio)`; the detached per-token NLL of each chosen sequence that
+        gets it (0 elsewhere, and everywhere when `chosen_nll_weight` is 0).
+    """
+    chosen, rejected, ref_chosen, ref_rejected = chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps
+    if loss_type == "length_normalized":
+        chosen, ref_chosen = chosen / chosen_lengths, ref_chosen / chosen_lengths
+        rejected, ref_rejected = rejected / rejected_lengths, ref_rejected / rejected_lengths
+    losses = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=beta)
+    nll = torch.zeros_like(losses).detach()
+    if chosen_nll_weight > 0:
+        mask = torch.ones_like(losses) if chosen_nll_mask is None else chosen_nll_mask.to(losses.dtype)
+        weighted = mask * (-chosen_logps / chosen_lengths)
+        losses = losses + chosen_nll_weight * weighted
+        nll = weighted.detach()
+    margins = beta * ((chosen - ref_chosen) - (rejected - ref_rejected)).detach()
+    return losses, margins, nll
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -108,6 +154,35 @@ def distillation_loss(
     return total / num_items
 
 
+def signal_distillation_loss(
+    student_hidden: torch.Tensor,
+    student_weight: torch.Tensor,
+    signal: dict[str, torch.Tensor],
+    teacher_weight: torch.Tensor | None,
+    mask: torch.Tensor,
+    *,
+    beta: float = 0.0,
+    temperature: float = 1.0,
+    backend: str = "auto",
+    vocab_size: int | None = None,
+    num_items: torch.Tensor | int | None = None,
+) -> torch.Tensor:
+    """`distillation_loss` or `sparse_distillation_loss` of `[n, L, H]` student hidden states against a teacher's
+    stored signal (`vtd_trl.teachers`): its `hidden` states (with `teacher_weight`, the teacher's LM head) or its
+    `topk_logprobs` and `topk_ids`. The signal may be narrower or wider than `L`: beyond either, all is padding."""
+    width = min(student_hidden.shape[1], next(iter(signal.values())).shape[1])
+    hidden, mask = student_hidden[:, :width], mask[:, :width]
+    options = dict(beta=beta, temperature=temperature, num_items=num_items)
+    if "hidden" in signal:
+        teacher_hidden = signal["hidden"][:, :width]
+        return distillation_loss(
+            hidden, student_weight, teacher_hidden, teacher_weight, mask, backend=backend, **options
+        )
+    vocab = min(student_weight.shape[0], vocab_size or student_weight.shape[0])
+    logprobs, ids = signal["topk_logprobs"][:, :width], signal["topk_ids"][:, :width]
+    return sparse_distillation_loss(hidden, student_weight, logprobs, ids, mask, vocab_size=vocab, **options)
+
+
 def chunk_tokens(num_tokens: int, vocab: int) -> int:
     """Tokens per chunk of the `chunked` backend: 1/8 of the work, at least 32, within a 1 GiB working set."""
     budget = max(1, _CHUNK_BYTES // (_LIVE_TILES * 4 * vocab))
@@ -118,14 +193,21 @@ def generalized_jsd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     """Per-row `JSD_beta(softmax(teacher), softmax(student))` of `[N, V]` logits, shape `[N]` (differentiable)."""
     log_ps = student_logits.log_softmax(-1)
     log_pt = teacher_logits.log_softmax(-1)
+    return _jsd(log_ps, log_ps.exp(), log_pt, log_pt.exp(), beta)[0]
+
+
+def _jsd(log_ps, ps, log_pt, pt, beta: float):
+    """The one formula of every divergence here: per-row `JSD_beta` from both sides' log-probabilities and
+    probabilities over the last dimension, with, for a mixture (`0 < beta < 1`), its `log_m` and `KL(student || m)`
+    (the gradient needs them; None otherwise). `beta` 0 is forward KL(teacher || student), 1 reverse KL."""
     if beta == 0.0:
-        return (log_pt.exp() * (log_pt - log_ps)).sum(-1)
+        return (pt * (log_pt - log_ps)).sum(-1), None, None
     if beta == 1.0:
-        return (log_ps.exp() * (log_ps - log_pt)).sum(-1)
+        return (ps * (log_ps - log_pt)).sum(-1), None, None
     log_m = torch.logaddexp(log_ps + math.log1p(-beta), log_pt + math.log(beta))
-    kl_teacher = (log_pt.exp() * (log_pt - log_m)).sum(-1)
-    kl_student = (log_ps.exp() * (log_ps - log_m)).sum(-1)
-    return beta * kl_teacher + (1.0 - beta) * kl_student
+    kl_student = (ps * (log_ps - log_m)).sum(-1)
+    kl_teacher = (pt * (log_pt - log_m)).sum(-1)
+    return beta * kl_teacher + (1.0 - beta) * kl_student, log_m, kl_student
 
 
 def _naive_divergence(h_s, w_s, h_t, w_t, beta, temperature):
@@ -151,19 +233,12 @@ def _divergence_and_grad(zs: torch.Tensor, zt: torch.Tensor, beta: float) -> tup
     """Per-row JSD of fp32 tempered logits and its gradient with respect to the student's tempered logits."""
     log_ps = zs.log_softmax(-1)
     log_pt = zt.log_softmax(-1)
-    ps = log_ps.exp()
+    ps, pt = log_ps.exp(), log_pt.exp()
+    loss, log_m, kl_student = _jsd(log_ps, ps, log_pt, pt, beta)
     if beta == 0.0:
-        pt = log_pt.exp()
-        loss = (pt * (log_pt - log_ps)).sum(-1)
         return loss, ps - pt
     if beta == 1.0:
-        gap = log_ps - log_pt
-        loss = (ps * gap).sum(-1)
-        return loss, ps * (gap - loss.unsqueeze(-1))
-    log_m = torch.logaddexp(log_ps + math.log1p(-beta), log_pt + math.log(beta))
-    kl_student = (ps * (log_ps - log_m)).sum(-1)
-    kl_teacher = (log_pt.exp() * (log_pt - log_m)).sum(-1)
-    loss = beta * kl_teacher + (1.0 - beta) * kl_student
+        return loss, ps * (log_ps - log_pt - loss.unsqueeze(-1))
     return loss, (1.0 - beta) * ps * (log_ps - log_m - kl_student.unsqueeze(-1))
 
 
@@ -404,15 +479,8 @@ def sparse_jsd(
     logits against `[N, k]` teacher log-probs and ids, shape `[N]` (differentiable in the student's logits)."""
     valid = teacher_topk_logprobs > float("-inf")
     log_ps = student_logits.log_softmax(-1).gather(-1, teacher_topk_ids.long().where(valid, 0))
-    lps, ps = _tail_buckets(log_ps, valid)
-    lpt, pt = _tail_buckets(teacher_topk_logprobs, valid)
     # Padding buckets have probability 0 and log-probability 0 on both sides, so they add exactly 0 (and no NaN).
-    if beta == 0.0:
-        return (pt * (lpt - lps)).sum(-1)
-    if beta == 1.0:
-        return (ps * (lps - lpt)).sum(-1)
-    log_m = torch.logaddexp(lps + math.log1p(-beta), lpt + math.log(beta))
-    return beta * (pt * (lpt - log_m)).sum(-1) + (1.0 - beta) * (ps * (lps - log_m)).sum(-1)
+    return _jsd(*_tail_buckets(log_ps, valid), *_tail_buckets(teacher_topk_logprobs, valid), beta)[0]
 
 
 def _tail_buckets(log_p: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

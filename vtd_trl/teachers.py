@@ -1,6 +1,6 @@
 """Where the distillation term's teacher signal comes from: a colocated model or a `vllm serve` teacher server.
 
-A teacher scores a batch of sequences (`prompt + completion`, as `VtDTrainer` packs them) at every completion
+A teacher scores a batch of sequences (`prompt + completion`, a `vtd_trl.packing.Batch`) at every completion
 position and returns one of two signals, keyed by name, each with the batch's rows and completion positions as its
 leading dimensions `[n, L]`:
 
@@ -15,17 +15,18 @@ import time
 
 import requests
 import torch
+from accelerate import Accelerator
 from requests.adapters import HTTPAdapter
-from torch.distributed.tensor import DTensor
 from trl.generation.vllm_client import VLLMClient
 from trl.trainer.utils import get_config_model_id, maybe_gather_lm_head_ctx
 from urllib3.util.retry import Retry
 
 from .losses import topk_logprobs
+from .packing import Batch, forward_through, full_tensor, hidden_states, max_over_processes, micro_batches
 
 
 class Teacher:
-    """The interface `VtDTrainer` scores distilled completions through (see the module docstring for `signal`)."""
+    """The interface distilled completions are scored through (see the module docstring for `signal`)."""
 
     top_k: int | None = None
     #: Rows of the vocabulary its token ids index (None: all of the student's LM head).
@@ -44,46 +45,80 @@ class Teacher:
 
 
 class LocalTeacher(Teacher):
-    """A frozen model colocated with the student, run through the trainer's forward (DDP, ZeRO-3, FSDP2 aware)."""
+    """A frozen model colocated with the student, run through its wrapper's forward (DDP, ZeRO-3, FSDP2 aware)."""
 
     collective = True
 
     def __init__(
-        self, model, trainer, top_k: int | None = None, temperature: float = 1.0, vocab_size: int | None = None
+        self,
+        model,
+        accelerator: Accelerator,
+        top_k: int | None = None,
+        temperature: float = 1.0,
+        vocab_size: int | None = None,
     ):
-        self.model, self.trainer = model, trainer
+        self.model, self.accelerator = model, accelerator
         self.top_k, self.temperature, self.vocab_size = top_k, temperature, vocab_size
 
     @property
     def unwrapped(self):
-        return self.trainer.accelerator.unwrap_model(self.model)
+        return self.accelerator.unwrap_model(self.model)
 
     @property
     def name(self) -> str:
         return get_config_model_id(self.unwrapped.config)
 
+    @property
+    def head_weight(self) -> torch.Tensor:
+        """The LM head the dense signal's `hidden` states are read with (sharded under ZeRO-3 and FSDP2)."""
+        return self.unwrapped.get_output_embeddings().weight
+
     @torch.no_grad()
-    def signal(self, batch) -> dict[str, torch.Tensor] | None:
-        trainer = self.trainer
+    def signal(self, batch: Batch) -> dict[str, torch.Tensor] | None:
         # A sharded teacher needs every process in its forward, so one process's need is everyone's.
-        if not trainer._max_over_processes(int(len(batch) > 0)):
+        if not max_over_processes(self.accelerator, int(len(batch) > 0)):
             return None
         unwrapped = self.unwrapped
         scored = batch if len(batch) else batch.dummy()
-        hidden = trainer._forward_redirection(self.model, unwrapped, trainer._hidden_states, unwrapped, scored)
+        hidden = forward_through(self.model, unwrapped, hidden_states, unwrapped, scored, self.accelerator.autocast)
         hidden = hidden[: len(batch)]
         if self.top_k is None:
             return {"hidden": hidden}
-        head = unwrapped.get_output_embeddings().weight
-        with maybe_gather_lm_head_ctx(head):
-            weight = _full_tensor(head)
+        with maybe_gather_lm_head_ctx(self.head_weight):
+            weight = full_tensor(self.head_weight)
             logprobs, ids = topk_logprobs(hidden, weight[: self.vocab_size], self.top_k, temperature=self.temperature)
         return {"topk_logprobs": logprobs, "topk_ids": ids.int()}
 
 
-def _full_tensor(weight: torch.Tensor) -> torch.Tensor:
-    # Under FSDP2 the LM head is a sharded DTensor; the fused losses take the whole head, gathered once per call.
-    return weight.full_tensor() if isinstance(weight, DTensor) else weight
+@torch.no_grad()
+def generation_signal(
+    teacher: Teacher, batch: Batch, rows: torch.Tensor, shape: tuple, size: int, accelerator: Accelerator
+) -> dict[str, torch.Tensor]:
+    """The teacher's signal on `batch`, the packed rows `rows` of a generation batch of completions `shape`, scored
+    once, `size` rows a forward, and stored as `vtd_teacher_<name>` tensors `[*shape, ...]` beside the completions
+    (zeros, or `-inf` log-probs, elsewhere). Empty when no process has a row to score."""
+    parts = micro_batches(batch, size, accelerator) if teacher.collective else [(slice(None), batch)]
+    stored = {}
+    for part, chunk in parts:
+        signal = teacher.signal(chunk)
+        if signal is None:
+            return {}
+        for name, value in signal.items():
+            if name not in stored:
+                fill = -math.inf if name == "topk_logprobs" else 0
+                stored[name] = torch.full((*shape, *value.shape[2:]), fill, dtype=value.dtype, device=rows.device)
+            stored[name][rows[part], : value.shape[1]] = value
+    return {f"vtd_teacher_{name}": value for name, value in stored.items()}
+
+
+def stored_signal(inputs: dict, rows: torch.Tensor, accelerator: Accelerator) -> dict[str, torch.Tensor] | None:
+    """The `generation_signal` stored in a micro-batch's `inputs`, at its `rows` (the distilled ones, in order);
+    None when nothing was stored, or for a dense signal when no process has a row (every process agrees)."""
+    stored = {key[len("vtd_teacher_") :]: value for key, value in inputs.items() if key.startswith("vtd_teacher_")}
+    # The dense signal's head gather is collective; the sparse loss needs nothing from other processes.
+    if not stored or ("hidden" in stored and not max_over_processes(accelerator, int(len(rows) > 0))):
+        return None
+    return {name: value[rows] for name, value in stored.items()}
 
 
 class TeacherServerError(RuntimeError):

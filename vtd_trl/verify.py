@@ -817,62 +817,8 @@ class _Deadline(BaseException):
 
 def _serve() -> None:
     """Runs in the worker subprocess: reads `[gold, pred, seconds]` lines, writes one verdict line per request."""
-    protocol = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)  # stray prints from the parsers must not corrupt the protocol
-    # Ctrl-C in the terminal reaches the whole process group; the parent decides when its workers stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
-    except (ImportError, ValueError, OSError):
-        pass  # not on this platform or already lower; the parent's deadline still holds
-    parent = os.getppid()
-
-    def exit_with_parent() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=exit_with_parent, daemon=True).start()
-
-    import logging
-
-    from latex2sympy2_extended.latex2sympy2 import ConversionConfig
-    from math_verify import parse
-    from math_verify import parser as math_verify_parser
-    from math_verify import verify as math_verify
-
-    # Timeouts are ours (the itimer below): math-verify's own would re-arm SIGALRM and cancel it.
-    logging.getLogger("math_verify").setLevel(logging.ERROR)
-    # math-verify folds the case of every symbol (latex2sympy's `lowercase_symbols`, which it does not expose): `N=n`
-    # becomes `n=n`. For answers that use one letter in both cases, its LaTeX parser is called with the case kept.
-    fold_case_parse = math_verify_parser.parse_latex_cached
-    keep_case = {"on": False}
-
-    def to_sympy_keeping_case(latex: str):
-        return math_verify_parser.latex2sympy(
-            latex,
-            is_real=not math_verify_parser.should_treat_as_complex(latex),
-            convert_degrees=False,
-            normalization_config=None,
-            conversion_config=ConversionConfig(lowercase_symbols=False),
-        )
-
-    @lru_cache(maxsize=256)
-    def case_kept_parse(latex: str):
-        try:  # as math-verify's parse_latex_cached: on failure, the last equation alone
-            return to_sympy_keeping_case(latex)
-        except Exception:
-            last_equation = math_verify_parser.get_last_eq(latex)
-            if last_equation == latex:
-                raise
-            return to_sympy_keeping_case(last_equation)
-
-    def parse_latex(latex: str):
-        return case_kept_parse(latex) if keep_case["on"] else fold_case_parse(latex)
-
-    math_verify_parser.parse_latex_cached = parse_latex
+    protocol = _isolate_worker()
+    parse, math_verify, keep_case = _case_aware_math_verify()
     parse_gold = lru_cache(maxsize=4096)(lambda gold, _keep_case: parse(f"${gold}$", parsing_timeout=None))
     armed = False
 
@@ -907,6 +853,73 @@ def _serve() -> None:
             signal.setitimer(signal.ITIMER_REAL, 0)
         protocol.write(json.dumps(verdict) + "\n")
         protocol.flush()
+
+
+def _isolate_worker():
+    """The worker's protocol stream (its stdout; stray prints go to stderr), a memory cap, SIGINT left to the parent
+    (Ctrl-C in the terminal reaches the whole process group), and an exit when the parent is gone."""
+    protocol = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
+    except (ImportError, ValueError, OSError):
+        pass  # not on this platform or already lower; the parent's deadline still holds
+    parent = os.getppid()
+
+    def exit_with_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=exit_with_parent, daemon=True).start()
+    return protocol
+
+
+def _case_aware_math_verify():
+    """math-verify's `parse` and `verify`, and a switch `keep_case["on"]` that keeps the case of symbols.
+
+    math-verify folds the case of every symbol (latex2sympy's `lowercase_symbols`, which it does not expose): `N=n`
+    becomes `n=n`. For answers that use one letter in both cases, its LaTeX parser is called with the case kept.
+    """
+    import logging
+
+    from latex2sympy2_extended.latex2sympy2 import ConversionConfig
+    from math_verify import parse
+    from math_verify import parser as math_verify_parser
+    from math_verify import verify as math_verify
+
+    # Timeouts are ours (the worker's itimer): math-verify's own would re-arm SIGALRM and cancel it.
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    fold_case_parse = math_verify_parser.parse_latex_cached
+    keep_case = {"on": False}
+
+    def to_sympy_keeping_case(latex: str):
+        return math_verify_parser.latex2sympy(
+            latex,
+            is_real=not math_verify_parser.should_treat_as_complex(latex),
+            convert_degrees=False,
+            normalization_config=None,
+            conversion_config=ConversionConfig(lowercase_symbols=False),
+        )
+
+    @lru_cache(maxsize=256)
+    def case_kept_parse(latex: str):
+        try:  # as math-verify's parse_latex_cached: on failure, the last equation alone
+            return to_sympy_keeping_case(latex)
+        except Exception:
+            last_equation = math_verify_parser.get_last_eq(latex)
+            if last_equation == latex:
+                raise
+            return to_sympy_keeping_case(last_equation)
+
+    def parse_latex(latex: str):
+        return case_kept_parse(latex) if keep_case["on"] else fold_case_parse(latex)
+
+    math_verify_parser.parse_latex_cached = parse_latex
+    return parse, math_verify, keep_case
 
 
 if __name__ == "__vtd_verify_worker__":
