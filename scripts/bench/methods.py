@@ -13,8 +13,7 @@ and temperature, the same learning-rate grid, and the same seeds. The student is
   `ln_b<b>` = length-normalised DPO with DPO beta b; `auto` = the reference first when it is in the student's
   format, else a sibling first; `fmtnll<w>` = the NLL only on chosen sequences in the student's format; `a<w>` =
   distillation weight `vtd_distill_alpha`; `ref<n>` = chosen sequences up to n tokens, `vtd_max_reference_length`;
-  `dpob<b>` = DPO beta b; `cnll<w>` = the NLL of every verified-correct completion with weight w,
-  `vtd_correct_nll_weight`);
+  `dpob<b>` = DPO beta b);
   `vtd_seed` is the method as published (K=8, alpha 5, contrast weight 0.1), `vtd_seed_literal` the same with each
   term divided by its own count (distilled tokens, DPO pairs);
 - `kd_forward`, `kd_reverse`: TRL's `DistillationTrainer` (on-policy distillation, one completion per prompt, so
@@ -149,11 +148,6 @@ METHODS = {
     "vtd_k2_di_cw3_sibref_sibnll1_a2": vtd(2, 3.0, di=True, **TUNED_CONTRAST, vtd_distill_alpha=2.0),
     "vtd_k2_cw3_sibref_sibnll1": vtd(2, 3.0, **TUNED_CONTRAST),
     "vtd_k2_di_cw3_sibling_sibnll1": vtd(2, 3.0, di=True, **{**TUNED_CONTRAST, "chosen": "sibling"}),
-    # The student's verified-correct completions as targets of their own (an NLL term beside the teacher's), on the
-    # tuned set and on K = 1, where no prompt has a sibling
-    "vtd_k2_di_cw3_sibref_sibnll1_cnll1": vtd(2, 3.0, di=True, **TUNED_CONTRAST, vtd_correct_nll_weight=1.0),
-    "vtd_k2_di_cw3_sibref_sibnll1_cnll3": vtd(2, 3.0, di=True, **TUNED_CONTRAST, vtd_correct_nll_weight=3.0),
-    "vtd_k1_di_cw3_cnll3": vtd(1, 3.0, di=True, vtd_correct_nll_weight=3.0),
     # The two terms' weights and the DPO temperature, moved alone from the first tuned set
     "vtd_k2_di_cw3_a2": vtd(2, 3.0, di=True, vtd_distill_alpha=2.0),
     "vtd_k2_di_cw3_a10": vtd(2, 3.0, di=True, vtd_distill_alpha=10.0),
