@@ -1,4 +1,4 @@
-"""Verification-then-Distillation (VtD) on TRL."""
+"""Verification-then-Distillation (VtD) on TRL: `VtDConfig` and `VtDTrainer`, loaded on first use."""
 
 __version__ = "0.1.0"
 

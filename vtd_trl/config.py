@@ -1,3 +1,5 @@
+"""`VtDConfig`: every option of a VtD run, grouped teacher / route / loss / data, checked at construction."""
+
 from dataclasses import dataclass, field
 from typing import Any
 
