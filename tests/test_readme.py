@@ -102,3 +102,19 @@ def test_relative_links_point_at_files_that_exist(page):
         elif anchor and file.suffix == ".md" and anchor not in anchors(file):
             broken.append(target)
     assert not broken, f"{page.relative_to(ROOT)}: links to nothing: {broken}"
+
+
+def test_own_data_line_makes_a_file_the_own_data_recipe_reads(tmp_path):
+    """The README's one-line `.jsonl` and recipes/own_data.yaml's data keys give a checked VtD dataset."""
+    import yaml
+
+    from vtd_trl.data import load_vtd_dataset
+
+    section = README.read_text().split("## Your own data", 1)[1]
+    line = next(line for line in section.splitlines() if line.startswith("echo "))
+    subprocess.run(["bash", "-c", line], cwd=tmp_path, check=True)
+    recipe = yaml.safe_load((ROOT / "recipes" / "own_data.yaml").read_text())
+    path = tmp_path / line.rsplit(">", 1)[1].strip()
+    dataset = load_vtd_dataset(str(path), recipe["dataset_style"], columns=recipe["dataset_columns"])
+    assert dataset.column_names == ["prompt", "answer", "reference"] and dataset[0]["answer"] == "28"
+    assert dataset[0]["reference"].endswith("\\boxed{28}.")
