@@ -321,3 +321,13 @@ def test_several_boxes_in_a_solution():
 def test_gsm8k_answer_rejects_malformed_thousands(solution):
     with pytest.raises(ValueError, match="not a number .commas may only separate thousands"):
         gsm8k_answer(solution)
+
+
+def test_a_file_in_vtds_own_columns_needs_no_flag(tmp_path):
+    path = tmp_path / "own.jsonl"
+    rows = [{"prompt": "What is 2+3?", "answer": "5", "reference": "2+3=5. \\boxed{5}"}]
+    _write_jsonl(path, rows)
+    for style in (None, "columns"):  # inferred, or `--dataset_style columns` with the default names
+        dataset = load_vtd_dataset(str(path), style)
+        assert (dataset[0]["answer"], dataset[0]["reference"]) == ("5", "2+3=5. \\boxed{5}")
+        assert dataset[0]["prompt"][-1]["content"].startswith("What is 2+3?")

@@ -267,7 +267,7 @@ def test_a_request_failing_mid_run_stops_with_a_clear_error_and_the_checkpoint_i
 
 
 def test_demo_command_with_a_teacher_server(tmp_path):
-    """README's server-teacher demo, cut to 2 steps: the script trains against a served demo teacher."""
+    """The server-teacher demo of docs/teachers.md, cut to 2 steps: the script trains against a served demo teacher."""
     import os
     import re
     import subprocess

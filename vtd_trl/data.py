@@ -232,7 +232,7 @@ def _formatter(
     source: str,
 ) -> Callable[[Mapping], dict]:
     if style is None:
-        if columns is not None:
+        if columns is not None or set(VTD_COLUMNS) <= set(column_names):
             style = "columns"
         elif {"question", "answer"} <= set(column_names):
             style = "gsm8k"
@@ -240,17 +240,17 @@ def _formatter(
             style = "math"
         else:
             raise ValueError(
-                f"Cannot tell the layout of {source} from its columns {column_names}: pass style='gsm8k' "
-                "(question, answer with '#### N'), style='math' (problem, solution with \\boxed{}) or "
-                "columns={'prompt': ..., 'answer': ..., 'reference': ...}."
+                f"Cannot tell the layout of {source} from its columns {column_names}: name them prompt, answer and "
+                "reference, or pass style='gsm8k' / --dataset_style gsm8k (question, answer with '#### N'), "
+                "style='math' / --dataset_style math (problem, solution with \\boxed{}), or map yours with "
+                "columns={'prompt': ..., 'answer': ..., 'reference': ...} / --dataset_columns '{\"prompt\": ...}'."
             )
     if style == "gsm8k":
         return lambda row: format_gsm8k(row, instruction)
     if style == "math":
         return lambda row: format_math(row, instruction)
     if style == "columns":
-        if not columns:
-            raise ValueError("style='columns' needs columns={'prompt': ..., 'answer': ..., 'reference': ...}.")
+        columns = columns or {}  # a missing key keeps the VtD name
         unknown = sorted(set(columns) - set(VTD_COLUMNS))
         if unknown:
             raise ValueError(f"columns maps VtD columns {list(VTD_COLUMNS)} to yours; unknown keys {unknown}.")

@@ -152,7 +152,7 @@ METHODS = {
     "vtd_k2_di_cw3_a2": vtd(2, 3.0, di=True, vtd_distill_alpha=2.0),
     "vtd_k2_di_cw3_a10": vtd(2, 3.0, di=True, vtd_distill_alpha=10.0),
     "vtd_k2_di_cw3_dpob0.5": vtd(2, 3.0, di=True, vtd_dpo_beta=0.5),
-    # Ablations of the seed's setup: each half of VtD alone, and the literal per-term normalisers
+    # Ablations of the published setup: each half of VtD alone, and the literal per-term normalisers
     "vtd_k8_cw0": vtd(8, 0.0),
     "vtd_k8_di_cw0": vtd(8, 0.0, di=True),
     "vtd_seed_literal": Method(
