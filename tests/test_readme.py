@@ -115,6 +115,6 @@ def test_own_data_line_makes_a_file_the_own_data_recipe_reads(tmp_path):
     subprocess.run(["bash", "-c", line], cwd=tmp_path, check=True)
     recipe = yaml.safe_load((ROOT / "recipes" / "own_data.yaml").read_text())
     path = tmp_path / line.rsplit(">", 1)[1].strip()
-    dataset = load_vtd_dataset(str(path), recipe["dataset_style"], columns=recipe["dataset_columns"])
+    dataset = load_vtd_dataset(str(path), recipe["dataset_style"], columns=recipe.get("dataset_columns"))
     assert dataset.column_names == ["prompt", "answer", "reference"] and dataset[0]["answer"] == "28"
     assert dataset[0]["reference"].endswith("\\boxed{28}.")
