@@ -26,6 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import torch  # noqa: E402
+from _report import report  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForCausalLM, Qwen3Config  # noqa: E402
 
@@ -147,19 +148,18 @@ def main():
 
     machine = torch.cuda.get_device_name() if device == "cuda" else "CPU dry run"
     models = "tiny student and teacher" if args.cpu_dry_run else "student 1.7B-shaped, teacher 8B-shaped"
-    print(f"\n{machine} | torch {torch.__version__} | {models}")
-    print(
+    title = (
+        f"\n{machine} | torch {torch.__version__} | {models}\n"
         f"{args.prompts} prompts x K={args.k}, {args.length} completion tokens, {args.steps} steps (first = warm-up)\n"
     )
-    print("| backend | step s | completion tokens/s | peak GPU GB | first loss |")
-    print("|---|---|---|---|---|")
-    for r in results:
-        print(
-            f"| {r['backend']} | {r['step_s']:.2f} | {r['completion_tokens_per_s']:.0f} | {r['peak_gb']:.1f} "
-            f"| {r['loss'][0]:.6g} |"
-        )
-    with open(args.output, "w") as f:
-        json.dump(results, f, indent=2)
+    columns = [
+        ("backend", "{backend}"),
+        ("step s", "{step_s:.2f}"),
+        ("completion tokens/s", "{completion_tokens_per_s:.0f}"),
+        ("peak GPU GB", "{peak_gb:.1f}"),
+        ("first loss", lambda r: f"{r['loss'][0]:.6g}"),
+    ]
+    report(results, columns, args.output, title, numbers_right=False)
 
 
 if __name__ == "__main__":

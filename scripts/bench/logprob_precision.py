@@ -17,10 +17,10 @@ Prints a Markdown table and writes JSON (`--output`).
 """
 
 import argparse
-import json
 import math
 
 import torch
+from _report import report
 from trl.kernels import ChunkedLogProbFunction
 
 
@@ -68,22 +68,20 @@ def main():
                 "noise_at_length": error.std().item() * math.sqrt(T),
             }
         )
-    print(
+    columns = [
+        ("tiles", "{tiles}"),
+        ("token mean abs err", "{token_abs_error:.1e}"),
+        ("token bias", "{token_bias:.1e}"),
+        ("token noise (std)", "{token_noise:.1e}"),
+        (f"sequence ({args.length} tok) mean abs err", "{sequence_abs_error:.3f}"),
+        (f"{T}-token sequence: bias", "{bias_at_length:.3f}"),
+        (f"{T}-token sequence: noise", "{noise_at_length:.3f}"),
+    ]
+    title = (
         f"\n{args.sequences} sequences x {args.length} tokens, vocab {args.vocab}, H {args.hidden}, top logits "
         f"~{args.top_logit}, mean target log-prob {exact.mean().item():.2f}\n"
     )
-    print(
-        f"| tiles | token mean abs err | token bias | token noise (std) | sequence ({args.length} tok) mean abs err "
-        f"| {T}-token sequence: bias | {T}-token sequence: noise |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(
-            f"| {r['tiles']} | {r['token_abs_error']:.1e} | {r['token_bias']:.1e} | {r['token_noise']:.1e} | "
-            f"{r['sequence_abs_error']:.3f} | {r['bias_at_length']:.3f} | {r['noise_at_length']:.3f} |"
-        )
-    with open(args.output, "w") as f:
-        json.dump({"args": vars(args), "rows": rows}, f, indent=2)
+    report(rows, columns, args.output, title, data={"args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":

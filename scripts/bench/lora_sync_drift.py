@@ -16,6 +16,7 @@ import argparse
 import json
 
 import torch
+from _report import report
 from peft import LoraConfig, get_peft_model
 
 
@@ -64,19 +65,19 @@ def main():
                 )
                 print(json.dumps(rows[-1]), flush=True)
 
-    print(
+    columns = [
+        ("dtype", "{dtype}"),
+        ("syncs", "{step}"),
+        ("adapter delta rms", "{delta_rms:.1e}"),
+        ("base drift rms", "{drift_rms:.1e}"),
+        ("drift / base norm", "{drift_relative:.1e}"),
+        ("base elements changed", "{changed_fraction:.1%}"),
+    ]
+    title = (
         f"\n{args.features}x{args.features} layer, weights std {args.weight_std}, LoRA r={args.rank}, adapter rms "
         f"growing to {args.delta_rms} over {args.steps} steps, one merge + unmerge per step\n"
     )
-    print("| dtype | syncs | adapter delta rms | base drift rms | drift / base norm | base elements changed |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(
-            f"| {r['dtype']} | {r['step']} | {r['delta_rms']:.1e} | {r['drift_rms']:.1e} | {r['drift_relative']:.1e} "
-            f"| {r['changed_fraction']:.1%} |"
-        )
-    with open(args.output, "w") as f:
-        json.dump({"args": vars(args), "rows": rows}, f, indent=2)
+    report(rows, columns, args.output, title, data={"args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import tempfile
 import time
 
 import torch
+from _report import report, write_json
 
 CONFIGS = ["naive", "chunked", "liger", "auto", "trl_chunked"]
 
@@ -178,19 +179,22 @@ def main():
                     continue
                 rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
                 print(f"done: {config} {dtype}: {json.dumps(rows[-1])}", file=sys.stderr)
-                with open(args.output, "w") as f:  # after every row, so a long run interrupted keeps what it measured
-                    json.dump({"args": vars(args), "rows": rows}, f, indent=2)
+                write_json(args.output, {"args": vars(args), "rows": rows})  # an interrupted run keeps its rows
 
-    header = ["config", "dtype", "extra peak MB", "time fwd+bwd s", "loss rel err", "grad_h rel err", "grad_W rel err"]
-    print(f"\ntokens={args.tokens} vocab={args.vocab} H_s={args.student_hidden} H_t={args.teacher_hidden} "
-          f"beta={args.beta} device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}\n")  # fmt: skip
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for r in rows:
-        print(
-            f"| {r['config']} | {r['dtype']} | {r['extra_peak_mb']:.0f} | {r['seconds']:.2f} | "
-            f"{r['loss_rel_error']:.1e} | {r['grad_hidden_rel_error']:.1e} | {r['grad_weight_rel_error']:.1e} |"
-        )
+    columns = [
+        ("config", "{config}"),
+        ("dtype", "{dtype}"),
+        ("extra peak MB", "{extra_peak_mb:.0f}"),
+        ("time fwd+bwd s", "{seconds:.2f}"),
+        ("loss rel err", "{loss_rel_error:.1e}"),
+        ("grad_h rel err", "{grad_hidden_rel_error:.1e}"),
+        ("grad_W rel err", "{grad_weight_rel_error:.1e}"),
+    ]
+    title = (
+        f"\ntokens={args.tokens} vocab={args.vocab} H_s={args.student_hidden} H_t={args.teacher_hidden} "
+        f"beta={args.beta} device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}\n"
+    )
+    report(rows, columns, args.output, title, data={"args": vars(args), "rows": rows}, numbers_right=False)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ Prints a Markdown table and writes it as JSON (`--output`).
 """
 
 import argparse
-import json
 
 import torch
+from _report import report
 
 from vtd_trl.losses import generalized_jsd, sparse_distillation_loss_from_logits
 
@@ -79,17 +79,19 @@ def measure(student: torch.Tensor, teacher: torch.Tensor, ks: list[int], chunk: 
                     ).item(),
                 }
             )
-            print_row(rows[-1])
     return stats, rows
 
 
-def print_row(row: dict) -> None:
-    print(
-        f"| {row['divergence']} | {row['k']} | {row['teacher_tail_mass']:.3f} | {row['dense_loss_per_token']:.4f} | "
-        f"{row['sparse_loss_per_token']:.4f} | {row['loss_rel_err']:+.2e} | {row['grad_rel_err']:.2e} | "
-        f"{row['grad_cosine']:.4f} |",
-        flush=True,
-    )
+COLUMNS = [
+    ("divergence", "{divergence}"),
+    ("k", "{k}"),
+    ("teacher mass outside top-k", "{teacher_tail_mass:.3f}"),
+    ("dense / token", "{dense_loss_per_token:.4f}"),
+    ("sparse / token", "{sparse_loss_per_token:.4f}"),
+    ("loss rel. err", "{loss_rel_err:+.2e}"),
+    ("grad rel. err", "{grad_rel_err:.2e}"),
+    ("grad cosine", "{grad_cosine:.4f}"),
+]
 
 
 def main():
@@ -104,16 +106,12 @@ def main():
     args = parser.parse_args()
 
     student, teacher = make_logits(args.tokens, args.vocab, args.peaked_fraction, args.seed)
-    header = "| divergence | k | teacher mass outside top-k | dense / token | sparse / token | loss rel. err |"
-    print(header + " grad rel. err | grad cosine |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     stats, rows = measure(student, teacher, args.ks, args.chunk)
+    report(rows, COLUMNS, args.output, data={"args": vars(args), "stats": stats, "rows": rows})
     print(
         f"\n{args.tokens} tokens, vocabulary {args.vocab}: teacher entropy {stats['teacher_entropy_nats']:.2f} nats, "
         f"top-1 probability {stats['teacher_top1_prob']:.2f}; student entropy {stats['student_entropy_nats']:.2f} nats"
     )
-    with open(args.output, "w") as f:
-        json.dump({"args": vars(args), "stats": stats, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

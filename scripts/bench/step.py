@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from statistics import median
 from unittest import mock
 
@@ -45,6 +45,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import torch  # noqa: E402
+from _report import report  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from trl import DistillationConfig, DistillationTrainer, GRPOConfig, GRPOTrainer  # noqa: E402
 
@@ -52,8 +53,8 @@ from vtd_trl import VtDConfig, VtDTrainer  # noqa: E402
 from vtd_trl.demo.models import tiny_qwen3  # noqa: E402
 from vtd_trl.demo.teacher_server import load, serving  # noqa: E402
 from vtd_trl.demo.tokenizer import build_char_tokenizer  # noqa: E402
+from vtd_trl.packing import Batch, hidden_states  # noqa: E402
 from vtd_trl.rewards import correctness_reward  # noqa: E402
-from vtd_trl.trainer import _Batch  # noqa: E402
 
 
 def timed(trainer_cls):
@@ -76,9 +77,23 @@ def timed(trainer_cls):
             self.timings["reference"].append((self.state.global_step, time.perf_counter() - start))
             return result
 
-        def _hidden_states(self, model, batch):  # VtD only: positions (padding included) run through a backbone
-            self.timings["forward_positions"].append((self.state.global_step, batch.input_ids.numel()))
-            return super()._hidden_states(model, batch)
+        @contextmanager
+        def counting_positions(self):
+            """VtD only: counts the positions (padding included) run through a backbone, in the student's, the DPO
+            reference's and a local teacher's forwards."""
+
+            def counted(model, batch, *rest):
+                self.timings["forward_positions"].append((self.state.global_step, batch.input_ids.numel()))
+                return hidden_states(model, batch, *rest)
+
+            with ExitStack() as stack:
+                for module in ("vtd_trl.trainer", "vtd_trl.teachers", "vtd_trl.packing"):
+                    stack.enter_context(mock.patch(f"{module}.hidden_states", counted))
+                yield
+
+        def train(self, *args, **kwargs):
+            with self.counting_positions():
+                return super().train(*args, **kwargs)
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             start, step = time.perf_counter(), self.state.global_step
@@ -135,8 +150,8 @@ def trim_ab(trainer: VtDTrainer, rows: list[dict], args) -> None:
     times = defaultdict(list)
     for _ in range(args.steps):
         for mode in ("trimmed", "untrimmed"):
-            patch = mock.patch.object(_Batch, "trimmed", lambda self: self) if mode == "untrimmed" else nullcontext()
-            with patch:
+            patch = mock.patch.object(Batch, "trimmed", lambda self: self) if mode == "untrimmed" else nullcontext()
+            with patch, trainer.counting_positions():
                 trainer.timings["forward_positions"].clear()
                 start = time.perf_counter()
                 trainer._reference_logps(output, output["vtd_contrast"])
@@ -282,7 +297,7 @@ def main():
             trainer = build(running.url) if running else build()
             trainer.timings.clear()
             if "untrimmed" in name:
-                stack.enter_context(mock.patch.object(_Batch, "trimmed", lambda self: self))
+                stack.enter_context(mock.patch.object(Batch, "trimmed", lambda self: self))
             trainer.train()
         # per optimizer step (the micro-batches of one step summed), median over the steps after the warm-up one
         timings = {}
@@ -304,7 +319,7 @@ def main():
         f"H_student={args.student_hidden} H_teacher={args.teacher_hidden} layers={args.layers} "
         f"torch={torch.__version__} threads={torch.get_num_threads()}\n"
     )
-    report(results, args)
+    summary(results, args)
 
 
 def isolated(args) -> None:
@@ -316,23 +331,27 @@ def isolated(args) -> None:
             argv = argv[: argv.index("--setups")] if "--setups" in argv else argv
             subprocess.run([sys.executable, __file__, *argv, "--setups", name, "--output", out.name], check=True)
             results.update(json.load(open(out.name))["results"])
-    report(results, args)
+    summary(results, args)
 
 
-def report(results: dict, args) -> None:
-    print(
-        "| trainer | generation s | (of which DPO reference) | loss + backward s | total s | VtD forward positions "
-        "| peak RSS MB | teacher signal held MB |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    for name, t in results.items():
-        total = t["generation"] + t["loss_backward"]
-        t["total"] = total
-        print(
-            f"| {name} | {t['generation']:.2f} | {t.get('reference', 0.0):.2f} | {t['loss_backward']:.2f} | {total:.2f} "
-            f"| {t.get('forward_positions', 0):,.0f} | {t.get('peak_rss_mb', 0):,.0f} "
-            f"| {t.get('teacher_signal_mb', 0):.1f} |"
-        )
+COLUMNS = [
+    ("trainer", "{trainer}"),
+    ("generation s", "{generation:.2f}"),
+    ("(of which DPO reference)", lambda t: f"{t.get('reference', 0.0):.2f}"),
+    ("loss + backward s", "{loss_backward:.2f}"),
+    ("total s", "{total:.2f}"),
+    ("VtD forward positions", lambda t: f"{t.get('forward_positions', 0):,.0f}"),
+    ("peak RSS MB", lambda t: f"{t.get('peak_rss_mb', 0):,.0f}"),
+    ("teacher signal held MB", lambda t: f"{t.get('teacher_signal_mb', 0):.1f}"),
+]
+
+
+def summary(results: dict, args) -> None:
+    """The table (and JSON) of every setup, then the ratios of the comparisons that were run."""
+    for t in results.values():
+        t["total"] = t["generation"] + t["loss_backward"]
+    rows = [{"trainer": name, **t} for name, t in results.items()]
+    report(rows, COLUMNS, args.output, data={"args": vars(args), "results": results}, numbers_right=False)
     base = results.get("DistillationTrainer")
     for name in [name for name in results if name.startswith("VtDTrainer") and "spread" not in name]:
         vtd = results.get(name)
@@ -355,8 +374,6 @@ def report(results: dict, args) -> None:
             f"{trimmed['reference'] / untrimmed['reference']:.2f}x, positions through the backbones "
             f"{trimmed['forward_positions'] / untrimmed['forward_positions']:.2f}x"
         )
-    with open(args.output, "w") as f:
-        json.dump({"args": vars(args), "results": results}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import reasoning_gym
+from _report import report
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 from math_verify import verify as math_verify
 
@@ -152,7 +153,8 @@ def math_verify_with_test_options(case: dict) -> bool:
     )
 
 
-def peer_suite() -> dict:
+def peer_suite() -> tuple[int, dict]:
+    """Math-Verify's test cases through each verifier: the number of cases, and each verifier's counts."""
     cases = [json.loads(line) for line in PEER_CASES.read_text().splitlines()]
     expected = [bool(case["expected"]) for case in cases]
     verdicts = {
@@ -165,19 +167,13 @@ def peer_suite() -> dict:
             for verdict in verify_batch([c["pred"] for c in cases], [c["gold"] for c in cases], timeout=10.0)
         ],
     }
-    print(
-        f"\nMath-Verify's own test cases ({len(cases)}, tests/data/math_verify): agreement with the expected verdict\n"
-    )
-    print("| verifier | agree | agreement | wrongly credited | wrongly refused |")
-    print("|---|---:|---:|---:|---:|")
     results = {}
     for name, got in verdicts.items():
         agree = sum(g == e for g, e in zip(got, expected))
         credited = sum(g and not e for g, e in zip(got, expected))
         refused = sum(e and not g for g, e in zip(got, expected))
-        print(f"| {name} | {agree} | {agree / len(cases):.2%} | {credited} | {refused} |")
         results[name] = {"agree": agree, "wrongly_credited": credited, "wrongly_refused": refused}
-    return results
+    return len(cases), results
 
 
 def main() -> None:
@@ -262,28 +258,28 @@ def main() -> None:
         agreement = f"{symbolic_agreement[workers]:.2%}" if workers else "reference"
         print(f"| {name} | {len(symbolic) / seconds:,.0f} | {seconds:.2f} | {agreement} |")
 
-    peer = peer_suite()
-
-    if args.output:
-        with open(args.output, "w") as file:
-            json.dump(
-                {
-                    "completions": len(rows),
-                    "seed": args.seed,
-                    "throughput": {name: len(rows) / seconds for name, seconds in throughput},
-                    "agreement": {style: agree[style] / counts[style] for style in counts},
-                    "wrong_verdicts": {
-                        style: dict(zip(("vtd_trl", "math_verify"), errors[style])) for style in counts
-                    },
-                    "numeric_agreement": numeric_agree / numeric,
-                    "disagreements": disagreements,
-                    "symbolic_throughput": {name: len(symbolic) / seconds for name, seconds in symbolic_throughput},
-                    "symbolic_agreement": symbolic_agreement,
-                    "math_verify_test_suite": peer,
-                },
-                file,
-                indent=2,
-            )
+    cases, peer = peer_suite()
+    columns = [
+        ("verifier", "{verifier}"),
+        ("agree", "{agree}"),
+        ("agreement", lambda r: f"{r['agree'] / cases:.2%}"),
+        ("wrongly credited", "{wrongly_credited}"),
+        ("wrongly refused", "{wrongly_refused}"),
+    ]
+    data = {
+        "completions": len(rows),
+        "seed": args.seed,
+        "throughput": {name: len(rows) / seconds for name, seconds in throughput},
+        "agreement": {style: agree[style] / counts[style] for style in counts},
+        "wrong_verdicts": {style: dict(zip(("vtd_trl", "math_verify"), errors[style])) for style in counts},
+        "numeric_agreement": numeric_agree / numeric,
+        "disagreements": disagreements,
+        "symbolic_throughput": {name: len(symbolic) / seconds for name, seconds in symbolic_throughput},
+        "symbolic_agreement": symbolic_agreement,
+        "math_verify_test_suite": peer,
+    }
+    title = f"\nMath-Verify's own test cases ({cases}, tests/data/math_verify): agreement with the expected verdict\n"
+    report([{"verifier": name, **tally} for name, tally in peer.items()], columns, args.output, title, data)
 
 
 if __name__ == "__main__":
