@@ -142,15 +142,15 @@ def test_log_line_is_short():
 def test_end_block_of_a_hub_dataset_run():
     script, training, _ = parse(["--dataset_name", "openai/gsm8k", "--use_cpu", "true", "--output_dir", "out/run",
                                  "--teacher_model_name_or_path", "t"])  # fmt: skip
-    block = end_block(script, training, 3725.0)
-    assert block.splitlines()[1:] == [
-        "Done in 1 h 2 min.",
-        "  saved to  out/run",
-        "  evaluate  python scripts/eval/eval_gsm8k.py --model out/run  (or eval_aime24.py, eval_aime25.py, ...)",
-        "  push      hf upload <user>/run out/run  (or train with --push_to_hub true --hub_model_id <user>/run)",
+    assert end_block(script, training, 3725.0).splitlines() == [
+        "",
+        "wall time 1 h 2 min",
+        "saved     out/run",
+        "evaluate  python scripts/eval/eval_gsm8k.py --model out/run (or eval_aime24.py, ...)",
+        "push      hf upload <user>/run out/run",
     ]
     pushed = end_block(script, training, 59.6, pushed_url="https://huggingface.co/me/run").splitlines()
-    assert pushed[1] == "Done in 1 min 0 s." and pushed[-1] == "  pushed to https://huggingface.co/me/run"
+    assert pushed[1] == "wall time 1 min 0 s" and pushed[-1] == "pushed    https://huggingface.co/me/run"
 
 
 def test_qwen3_recipe_is_the_seed_setup():
@@ -342,15 +342,15 @@ def test_demo_recipe_shortened(recipe, prompts, launcher, tmp_path):
     steps = [line for line in output.splitlines() if line.startswith("step ")]
     assert [line.split()[1] for line in steps] == ["1/2", "2/2"] and all(len(line) < 120 for line in steps)
 
-    end = output[output.index("\nDone in ") :].splitlines()[1:]
-    assert re.fullmatch(r"Done in \d+ (min \d+ )?s\.", end[0])
+    end = output.splitlines()[-5:]
+    assert end[0].startswith("Held-out greedy accuracy (16 problems): student before ")
+    before, after, teacher = (float(v) / 100 for v in re.findall(r"([\d.]+)%", end[0]))
+    assert re.fullmatch(r"wall time \d+ (min \d+ )?s", end[1])
     assert end[2:] == [
-        f"  saved to  {output_dir}",
-        f"  evaluate  python -m vtd_trl.demo.evaluate --model {output_dir} --num-rows 16",
-        f"  push      hf upload <user>/demo {output_dir}  (or train with --push_to_hub true --hub_model_id <user>/demo)",
+        f"saved     {output_dir}",
+        f"evaluate  python -m vtd_trl.demo.evaluate --model {output_dir} --num-rows 16",
+        f"push      hf upload <user>/demo {output_dir}",
     ]
-    assert end[1].startswith("  accuracy  student ") and end[1].endswith("(greedy, 16 held-out problems)")
-    before, after, teacher = (float(v) / 100 for v in re.findall(r"([\d.]+)%", end[1]))
 
     held_out = demo_dataset("test", 16)
     shipped = AutoModelForCausalLM.from_pretrained(demo_model_path("student"))

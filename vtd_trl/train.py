@@ -354,34 +354,24 @@ def end_block(
     accuracy: dict[str, float] | None = None,
     pushed_url: str | None = None,
 ) -> str:
-    """What a run prints last: the demo's accuracies, the wall time, where the model is, and the commands to evaluate
-    and push it."""
+    """What a run prints last: the demo's held-out accuracies, the wall time, where the model is, and the commands to
+    evaluate and push it (in the run summary's two columns)."""
     output_dir = args.output_dir
-    lines = ["", f"Done in {_duration(seconds)}."]
+    lines = [""]
     if accuracy and "after" in accuracy:
-        teacher = (
-            f"{accuracy['teacher']:.1%}" if "teacher" in accuracy else f"served at {args.teacher_server_base_url}"
-        )
+        teacher = f"{accuracy['teacher']:.1%}" if "teacher" in accuracy else args.teacher_server_base_url
         lines.append(
-            f"  accuracy  student {accuracy['before']:.1%} before, {accuracy['after']:.1%} after; teacher {teacher} "
-            f"(greedy, {script_args.demo_eval_rows} held-out problems)"
+            f"Held-out greedy accuracy ({script_args.demo_eval_rows} problems): student before "
+            f"{accuracy['before']:.1%}, student after {accuracy['after']:.1%}, teacher {teacher}"
         )
-    lines.append(f"  saved to  {output_dir}")
     if script_args.dataset_name == DEMO:
         evaluate = f"python -m vtd_trl.demo.evaluate --model {output_dir} --num-rows {script_args.demo_eval_rows}"
     else:
         benchmark = "gsm8k" if "gsm8k" in script_args.dataset_name.lower() else "math500"
-        evaluate = (
-            f"python scripts/eval/eval_{benchmark}.py --model {output_dir}  (or eval_aime24.py, eval_aime25.py, ...)"
-        )
-    lines.append(f"  evaluate  {evaluate}")
-    if pushed_url:
-        lines.append(f"  pushed to {pushed_url}")
-    else:
-        repo = args.hub_model_id or f"<user>/{Path(output_dir).name}"
-        lines.append(
-            f"  push      hf upload {repo} {output_dir}  (or train with --push_to_hub true --hub_model_id {repo})"
-        )
+        evaluate = f"python scripts/eval/eval_{benchmark}.py --model {output_dir} (or eval_aime24.py, ...)"
+    repo = args.hub_model_id or f"<user>/{Path(output_dir).name}"
+    push = f"pushed    {pushed_url}" if pushed_url else f"push      hf upload {repo} {output_dir}"
+    lines += [f"wall time {_duration(seconds)}", f"saved     {output_dir}", f"evaluate  {evaluate}", push]
     return "\n".join(lines)
 
 
