@@ -4,12 +4,13 @@ import random
 import re
 
 import pytest
+import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from vtd_trl.demo import pretrain
 from vtd_trl.demo.evaluate import EvalResult, evaluate, greedy_completions
-from vtd_trl.demo.models import DEMO_ROLES, demo_model_path
+from vtd_trl.demo.models import DEMO_ROLES, demo_model_path, resolve_model
 from vtd_trl.demo.pretrain import DemoModelSpec, demo_tokenizer, sft_dataset
 from vtd_trl.demo.task import TASK_WORDS, demo_dataset, generate_problems, sample_problem
 from vtd_trl.demo.tokenizer import build_char_tokenizer
@@ -283,6 +284,16 @@ def test_demo_model_path_rejects_an_unknown_role():
         demo_model_path("grader")
     with pytest.raises(ValueError, match=r"task='gsm8k'.*\('additions', 'groups'\)"):
         demo_model_path("student", task="gsm8k")
+
+
+def test_resolve_model_maps_demo_names_to_the_shipped_models():
+    assert resolve_model("vtd-demo/student") == demo_model_path("student")
+    assert resolve_model("vtd-demo/teacher_imperfect") == demo_model_path("teacher_imperfect")
+    assert resolve_model("Qwen/Qwen3-1.7B") == "Qwen/Qwen3-1.7B" and resolve_model("vtd-demo") == "vtd-demo"
+    model = torch.nn.Linear(1, 1)
+    assert resolve_model(model) is model and resolve_model(None) is None  # an instance or nothing passes through
+    with pytest.raises(ValueError, match="role='grader'"):
+        resolve_model("vtd-demo/grader")
 
 
 @pytest.fixture(scope="module")
