@@ -96,6 +96,46 @@ def step_workload(student, reference_policy, teacher, tokenizer, rows, num_gener
     }
 
 
+def token_lengths(tokenizer, rows) -> dict:
+    """Mean and max token counts of the rows' chat-formatted prompts and of their references with EOS."""
+    prompts = [
+        len(
+            tokenizer(tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False))[
+                "input_ids"
+            ]
+        )
+        for row in rows
+    ]
+    references = [len(tokenizer(row["reference"] + tokenizer.eos_token)["input_ids"]) for row in rows]
+    return {
+        "prompt_tokens": {"mean": statistics.mean(prompts), "max": max(prompts)},
+        "reference_tokens": {"mean": statistics.mean(references), "max": max(references)},
+    }
+
+
+def print_results(results: dict, args: argparse.Namespace) -> None:
+    """The results on the console: the models, the token lengths, the sampled completions and the step timings."""
+    print(f"torch threads: {results['torch_threads']}")
+    print(f"{'model':<9}{'params':>9}{'MB fp32':>9}{'greedy acc':>12}{'eval s':>9}   ({args.num_eval_rows} held-out)")
+    for role in ("student", "teacher"):
+        r = results[role]
+        print(
+            f"{role:<9}{r['num_parameters']:>9}{r['safetensors_mb']:>9}{r['greedy_accuracy']:>12.1%}{r['greedy_eval_s']:>9}"
+        )
+    print(
+        f"tokens: prompt mean {results['prompt_tokens']['mean']:.1f} max {results['prompt_tokens']['max']}, "
+        f"reference+eos mean {results['reference_tokens']['mean']:.1f} max {results['reference_tokens']['max']}"
+    )
+    s = results["sampled_completions"]
+    print(
+        f"student samples at T=1.0: {s['correct_fraction']:.1%} correct of {s['count']}, completion tokens mean "
+        f"{s['mean_tokens']:.1f} max {s['max_tokens']}, {s['prompts_with_mixed_verdicts']}/{s['prompts']} prompts mixed"
+    )
+    print(f"step-like workload ({args.num_prompts} prompts x {args.num_generations}), median of {args.steps}:")
+    for key, value in results["step"].items():
+        print(f"  {key:<28}{value:>8.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-eval-rows", type=int, default=200)
@@ -123,17 +163,7 @@ def main() -> None:
             "greedy_eval_s": round(seconds, 2),
         }
 
-    prompt_lengths = [
-        len(
-            tokenizer(tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False))[
-                "input_ids"
-            ]
-        )
-        for row in eval_rows
-    ]
-    reference_lengths = [len(tokenizer(row["reference"] + tokenizer.eos_token)["input_ids"]) for row in eval_rows]
-    results["prompt_tokens"] = {"mean": statistics.mean(prompt_lengths), "max": max(prompt_lengths)}
-    results["reference_tokens"] = {"mean": statistics.mean(reference_lengths), "max": max(reference_lengths)}
+    results.update(token_lengths(tokenizer, eval_rows))
 
     steps = []
     models["student"].train()
@@ -168,25 +198,7 @@ def main() -> None:
         "prompts": args.num_prompts * args.steps,
     }
 
-    print(f"torch threads: {results['torch_threads']}")
-    print(f"{'model':<9}{'params':>9}{'MB fp32':>9}{'greedy acc':>12}{'eval s':>9}   ({args.num_eval_rows} held-out)")
-    for role in models:
-        r = results[role]
-        print(
-            f"{role:<9}{r['num_parameters']:>9}{r['safetensors_mb']:>9}{r['greedy_accuracy']:>12.1%}{r['greedy_eval_s']:>9}"
-        )
-    print(
-        f"tokens: prompt mean {results['prompt_tokens']['mean']:.1f} max {results['prompt_tokens']['max']}, "
-        f"reference+eos mean {results['reference_tokens']['mean']:.1f} max {results['reference_tokens']['max']}"
-    )
-    s = results["sampled_completions"]
-    print(
-        f"student samples at T=1.0: {s['correct_fraction']:.1%} correct of {s['count']}, completion tokens mean "
-        f"{s['mean_tokens']:.1f} max {s['max_tokens']}, {s['prompts_with_mixed_verdicts']}/{s['prompts']} prompts mixed"
-    )
-    print(f"step-like workload ({args.num_prompts} prompts x {args.num_generations}), median of {args.steps}:")
-    for key, value in results["step"].items():
-        print(f"  {key:<28}{value:>8.3f}")
+    print_results(results, args)
     if args.output:
         with open(args.output, "w") as f:
             json.dump(results, f, indent=2)

@@ -109,6 +109,32 @@ def sft_dataset(dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset
     return dataset.map(tokenize, remove_columns=dataset.column_names)
 
 
+def sft_config(spec: DemoModelSpec, save_dir: Path, seed: int) -> SFTConfig:
+    """How a demo model is trained: `spec`'s steps, batch and learning rate, a cosine schedule, on CPU in fp32."""
+    return SFTConfig(
+        output_dir=str(save_dir),
+        max_steps=spec.max_steps,
+        per_device_train_batch_size=spec.batch_size,
+        learning_rate=spec.learning_rate,
+        lr_scheduler_type="cosine",
+        adam_beta2=spec.adam_beta2,
+        warmup_steps=50,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        completion_only_loss=True,
+        max_length=None,
+        seed=seed,
+        logging_steps=100,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        # SFTConfig's defaults are for large models on GPUs; here they make each step ~4x slower.
+        bf16=False,
+        activation_checkpointing=False,
+        dataloader_drop_last=True,
+    )
+
+
 def pretrain(
     role: str, output_dir: str | Path, seed: int = 0, task: str = "additions", callbacks: list | None = None
 ) -> dict:
@@ -139,28 +165,7 @@ def pretrain(
         intermediate_size=spec.intermediate_size,
         seed=seed,
     )
-    args = SFTConfig(
-        output_dir=str(save_dir),
-        max_steps=spec.max_steps,
-        per_device_train_batch_size=spec.batch_size,
-        learning_rate=spec.learning_rate,
-        lr_scheduler_type="cosine",
-        adam_beta2=spec.adam_beta2,
-        warmup_steps=50,
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        completion_only_loss=True,
-        max_length=None,
-        seed=seed,
-        logging_steps=100,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        # SFTConfig's defaults are for large models on GPUs; here they make each step ~4x slower.
-        bf16=False,
-        activation_checkpointing=False,
-        dataloader_drop_last=True,
-    )
+    args = sft_config(spec, save_dir, seed)
     train_dataset = sft_dataset(demo_dataset("train", NUM_TRAIN_ROWS, seed=seed, task=task), tokenizer)
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer, callbacks=callbacks

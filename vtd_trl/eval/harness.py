@@ -152,16 +152,9 @@ def _generate_missing(
     return records
 
 
-def evaluate(config: EvalConfig) -> dict:
-    """Evaluate `config.model` on `config.benchmark`, resuming from `config.output_dir`, and return the summary.
-
-    Writes `run.json`, `samples.jsonl` (problem id, sample index, completion, extracted answer, correct, length,
-    truncation) and `summary.json` (scores, bootstrap interval, counts, prompt, sampling, versions).
-    """
-    output_dir = Path(config.output_dir)
-    problems = load_benchmark(
-        config.benchmark, config.data_file, config.problem_column, config.answer_column, config.id_column, config.limit
-    )
+def _select(config: EvalConfig, problems: list[Problem]) -> tuple[dict[str, str], dict[str, bool], list[Problem]]:
+    """The problems a parser cannot grade (id: reason), whether each problem is gradable, and the problems to
+    generate for (the gradable ones, or all with `include_ungradable`)."""
     ungradable = {p.id: reason for p in problems if (reason := ungradable_reason(p)) is not None}
     gradable = {p.id: p.id not in ungradable for p in problems}
     selected = [p for p in problems if config.include_ungradable or gradable[p.id]]
@@ -174,6 +167,28 @@ def evaluate(config: EvalConfig) -> dict:
             "generated but not scored" if config.include_ungradable else "left out",
             ", ".join(ungradable),
         )
+    return ungradable, gradable, selected
+
+
+def _regrade(records: list[dict], problems: list[Problem], gradable: dict[str, bool]) -> None:
+    """Grade the saved completions again in place (after a change of the verifier), without generating."""
+    by_id = {p.id: p for p in problems}
+    for record in records:
+        if (problem := by_id.get(str(record["problem_id"]))) is not None:
+            record["extracted"], record["correct"] = grade(record["completion"], problem, gradable[problem.id])
+
+
+def evaluate(config: EvalConfig) -> dict:
+    """Evaluate `config.model` on `config.benchmark`, resuming from `config.output_dir`, and return the summary.
+
+    Writes `run.json`, `samples.jsonl` (problem id, sample index, completion, extracted answer, correct, length,
+    truncation) and `summary.json` (scores, bootstrap interval, counts, prompt, sampling, versions).
+    """
+    output_dir = Path(config.output_dir)
+    problems = load_benchmark(
+        config.benchmark, config.data_file, config.problem_column, config.answer_column, config.id_column, config.limit
+    )
+    ungradable, gradable, selected = _select(config, problems)
 
     # 1. Resume: refuse samples of other settings, keep the ones already generated.
     identity = _run_identity(config)
@@ -181,10 +196,7 @@ def evaluate(config: EvalConfig) -> dict:
     samples_path = output_dir / SAMPLES_FILE
     records = read_samples(samples_path)
     if config.regrade:
-        by_id = {p.id: p for p in problems}
-        for record in records:
-            if (problem := by_id.get(str(record["problem_id"]))) is not None:
-                record["extracted"], record["correct"] = grade(record["completion"], problem, gradable[problem.id])
+        _regrade(records, problems, gradable)
         write_samples(samples_path, records)
 
     # 2. Generate what is missing.

@@ -103,6 +103,17 @@ class Scores:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+def _in_order(problem_id: str, samples: dict[int, dict], n_samples: int) -> list[dict]:
+    """A problem's samples `0 .. n_samples - 1` in order; a missing one is an error saying how to generate it."""
+    missing = sorted(set(range(n_samples)) - set(samples))
+    if missing:
+        raise ValueError(
+            f"Problem {problem_id!r} lacks samples {missing[:5]}{'...' if len(missing) > 5 else ''} of "
+            f"{n_samples}; run the evaluation again into the same output directory to generate them."
+        )
+    return [samples[i] for i in range(n_samples)]
+
+
 def score_samples(
     records: Iterable[dict],
     mode: str,
@@ -132,13 +143,7 @@ def score_samples(
     ungradable = []
     counts = dict.fromkeys(["samples", "correct_samples", "no_answer_samples", "truncated_samples"], 0)
     for problem_id, samples in by_problem.items():
-        missing = sorted(set(range(n_samples)) - set(samples))
-        if missing:
-            raise ValueError(
-                f"Problem {problem_id!r} lacks samples {missing[:5]}{'...' if len(missing) > 5 else ''} of "
-                f"{n_samples}; run the evaluation again into the same output directory to generate them."
-            )
-        ordered = [samples[i] for i in range(n_samples)]
+        ordered = _in_order(problem_id, samples, n_samples)
         counts["samples"] += n_samples
         counts["no_answer_samples"] += sum(r["extracted"] is None for r in ordered)
         counts["truncated_samples"] += sum(bool(r.get("truncated")) for r in ordered)
