@@ -234,6 +234,14 @@ EQUIVALENT = [
     ("Soucis : 2,74 $ a..", "2.74"),
     # an escaped backslash (a matrix row's end) followed by a space is not a LaTeX space
     (r"\boxed{\begin{pmatrix}1 & 0 \\ 0 & 1\end{pmatrix}}", r"\begin{pmatrix}1&0\\0&1\end{pmatrix}"),
+    # a completion that is only an expression is that expression, not its last number
+    ("3+2", "5"),
+    ("x^2+2x+1", "(x+1)^2"),
+    ("(2,4)", "(2,4)"),
+    ("[2,5)", "[2,5)"),
+    ("odd", r"\text{odd}"),
+    (r"\sqrt8", r"2\sqrt{2}"),
+    ("y = 2x + 3.", "2x+3"),
 ]
 
 NOT_EQUIVALENT = [
@@ -320,6 +328,9 @@ NOT_EQUIVALENT = [
     # digits inside a word are no number; a later math span is the answer, not a number inside it
     ("The code is AZYUK2A", "2"),
     ("$-[0,1)$", "1"),
+    # a bare expression is read whole; prose around numbers is not a bare expression
+    ("3+2", "2"),
+    ("3+2", "6"),
 ]
 
 UNPARSEABLE_GOLD = [
@@ -426,6 +437,12 @@ EXTRACTION_CASES = [
     ("so .4", ".4"),
     ("It is \\frac{10}{9}", r"\frac{10}{9}"),
     ("The code is AZYUK2A", None),
+    # a completion that is only an expression is its answer
+    ("3+2", "3+2"),
+    ("x^2+2x+1.", "x^2+2x+1"),
+    (r"\sin x \cos x", r"\sin x \cos x"),
+    ("odd", "odd"),
+    ("1 000", "1000"),
 ]
 
 

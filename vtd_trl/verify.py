@@ -80,6 +80,13 @@ _BOX_JOINER_WORD = re.compile(r"[,;]|\b(?:and|or)\b")
 _QUOTED = re.compile(r'^(?:\\?"|“)(.*?)(?:\\?"|”)$', re.DOTALL)
 _PROSE_START = re.compile(r"[A-Za-z]{2,}\b")
 _IS = re.compile(r"\s(?:is|are|was|equals)\b:?\s*")
+# Letters runs that a bare expression may hold: function names and constants written without a backslash.
+_BARE_WORD = re.compile(r"[A-Za-z]{2,}")
+_BARE_MATH_WORDS = {
+    "sin", "cos", "tan", "sec", "csc", "cot", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "log", "ln", "exp",
+    "sqrt", "pi", "gcd", "lcm", "max", "min", "mod", "det", "infty", "oo", "eq", "rational",
+}  # fmt: skip
+_MAX_BARE_CHARS = 300
 _NUMBER_AND_WORD = re.compile(r"(?P<number>" + _LAST_NUMBER.pattern + r")(?:\s+[A-Za-z]+)?")
 
 
@@ -285,16 +292,38 @@ def _stated_answer(text: str) -> str | None:
 
 
 def _unstated_answer(text: str) -> str | None:
-    # Rules 2 and 3 of extract_answer.
+    # Rules 2, 3 and 4 of extract_answer.
     matches = _ANSWER.finditer(text) if "answer" in text.lower() else ()
     answers = [answer for answer in map(_sentence_answer, (match.group(1) for match in matches)) if answer]
     if answers:
         return answers[-1]
+    bare = _bare_answer(text)
+    if bare is not None:
+        return bare
     spans = _math_spans(text)
     last_number = deque(_LAST_NUMBER.finditer(text), maxlen=1)
     if spans and (not last_number or spans[-1][1] >= last_number[0].end()):
         return spans[-1][2]
     return _plain_number(last_number[0]) if last_number else None
+
+
+def _bare_answer(text: str) -> str | None:
+    # A completion that is nothing but an expression (`3+2`, `x^2+2x+1`, `(2,4)`, `odd`) is its own answer, not its
+    # last number. Prose is never bare: any word of two letters or more outside LaTeX commands and `\text{...}` must be
+    # mathematics (`sin`, `log`, `and` inside `\text{ and }` ...); a single word alone (`odd`, `east`) is an answer.
+    answer = text.strip()
+    if not answer or len(answer) > _MAX_BARE_CHARS or "\n" in answer or "$" in answer:
+        return None
+    answer = answer[:-1].rstrip() if answer.endswith(".") and not answer.endswith("..") else answer
+    number = _LAST_NUMBER.fullmatch(answer)
+    if number:
+        return _plain_number(number)  # `1 000`, `2,74`: a number as running text writes it
+    words = _BARE_WORD.findall(_LATEX_WORDS.sub(" ", answer))
+    if len(words) == 1 and words[0] == answer:
+        return answer
+    if any(word.lower() not in _BARE_MATH_WORDS for word in words) or _SENTENCE_END.search(answer):
+        return None
+    return answer or None
 
 
 def _plain_number(match: re.Match) -> str:
