@@ -181,7 +181,7 @@ def describe_run(
         f"(beta={args.vtd_dpo_beta}, {args.vtd_dpo_loss_type}, chosen: {args.vtd_chosen_source}"
         + (f", + {args.vtd_chosen_nll_weight} * chosen NLL" if args.vtd_chosen_nll_weight else "")
         + ")",
-        f"schedule  {steps} optimizer steps, lr {args.learning_rate}, {precision}, {processes}",
+        f"schedule  {steps} optimizer step{'' if steps == 1 else 's'}, lr {args.learning_rate}, {precision}, {processes}",
         f"output    {args.output_dir}" + (f", pushed to {args.hub_model_id} at the end" if push_to_hub else ""),
     ]
     return "\n".join(lines)
