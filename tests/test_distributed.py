@@ -229,7 +229,7 @@ def test_demo_command_under_sharding(mode, launch):
     from vtd_trl.demo.task import demo_dataset
 
     result = launch(mode)
-    assert f"2 process(es) [{'DEEPSPEED' if mode == 'zero3' else 'FSDP'}]" in result["stdout"]
+    assert f"2 processes, {'DeepSpeed ZeRO-3' if mode == 'zero3' else 'FSDP'} on CPU" in result["stdout"]
     line = next(x for x in result["stdout"].splitlines() if x.startswith("Held-out greedy accuracy (8 problems)"))
     before, after, teacher = (float(v) / 100 for v in re.findall(r"([\d.]+)%", line))
     held_out = demo_dataset("test", 8)

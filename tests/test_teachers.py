@@ -271,6 +271,7 @@ def test_demo_command_with_a_teacher_server(tmp_path):
     import os
     import re
     import subprocess
+    import sys
     from pathlib import Path
 
     from vtd_trl.demo.teacher_server import load
@@ -278,7 +279,7 @@ def test_demo_command_with_a_teacher_server(tmp_path):
     root = Path(__file__).resolve().parents[1]
     with serving(load("vtd-demo/teacher", max_logprobs=64)) as running:
         port = running.server_address[1]
-        command = ["accelerate", "launch", "--num_processes", "1", str(root / "scripts" / "vtd.py"),
+        command = [sys.executable, str(root / "scripts" / "vtd.py"),
                    "--config", str(root / "recipes" / "demo_server_teacher.yaml"), "--teacher_server_port", str(port),
                    "--max_steps", "2", "--demo_train_rows", "64", "--demo_eval_rows", "16",
                    "--output_dir", str(tmp_path / "demo")]  # fmt: skip
