@@ -45,6 +45,7 @@ _THINK_CLOSE = "</think>"
 # `\boxed{...}` / `\fbox{...}`, or the brace-less `\boxed 5` that some models write.
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*(?:(\{)|\s(?=[^\s{]))")
 _BOX_BARE_ARGUMENT = re.compile(r"[^\s$]+")
+_BOX_OPERAND = re.compile(r"\s*=(?!=)")
 # An escaped character (`\{`, `\}`, `\\`) or a grouping brace.
 _BRACE_TOKEN = re.compile(r"\\.|[{}]", re.DOTALL)
 # GSM8K's final line; a markdown heading ("#### Step 1: ...") is not an answer.
@@ -87,6 +88,7 @@ _BARE_MATH_WORDS = {
     "sqrt", "pi", "gcd", "lcm", "max", "min", "mod", "det", "infty", "oo", "eq", "rational",
 }  # fmt: skip
 _MAX_BARE_CHARS = 300
+_ENVIRONMENT = re.compile(r"\\(?:begin|end)\s*\{[A-Za-z*]+\}")
 _NUMBER_AND_WORD = re.compile(r"(?P<number>" + _LAST_NUMBER.pattern + r")(?:\s+[A-Za-z]+)?")
 
 
@@ -120,7 +122,9 @@ def _boxes(text: str) -> list[tuple[int, int, str]]:
 
 def _last_box_run(text: str) -> tuple[int, str] | None:
     # The last box and the boxes before it that form one answer with it (`\boxed{1}, \boxed{2}`), joined by ", ".
-    boxes = _boxes(text)
+    # A box followed by `=` is an operator of the problem's own notation (MATH defines functions written `\boxed{n}`:
+    # `$\boxed{12}=6$`), not a stated answer.
+    boxes = [box for box in _boxes(text) if not _BOX_OPERAND.match(text, box[1])]
     if not boxes:
         return None
     run = [boxes[-1]]  # from the last box backwards
@@ -316,9 +320,11 @@ def _bare_answer(text: str) -> str | None:
         return None
     answer = answer[:-1].rstrip() if answer.endswith(".") and not answer.endswith("..") else answer
     number = _LAST_NUMBER.fullmatch(answer)
-    if number:
-        return _plain_number(number)  # `1 000`, `2,74`: a number as running text writes it
-    words = _BARE_WORD.findall(_LATEX_WORDS.sub(" ", answer))
+    if number and len(number.group("decimal_comma") or ",00") == 3:
+        return _plain_number(number)  # `1 000` is 1000 and `2,74` is 2.74; but `0,1` alone is a list, not 0.1
+    if _UNIT.fullmatch(answer) or _CHOICE_WITH_REASON.match(answer):
+        return answer  # `10 cm^2`, `10 weeks`: a number with its unit; `C. x = 42`: a choice with its reason
+    words = _BARE_WORD.findall(_LATEX_WORDS.sub(" ", _ENVIRONMENT.sub(" ", answer)))
     if len(words) == 1 and words[0] == answer:
         return answer
     if any(word.lower() not in _BARE_MATH_WORDS for word in words) or _SENTENCE_END.search(answer):
@@ -369,10 +375,11 @@ _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\degree\b")
 _WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
 _UNIT = re.compile(
     r"(?P<number>[+-]?[0-9][0-9,]*(?:\.[0-9]*)?)"
-    r"(?:\s*\\(?:text|mbox|mathrm)\s*\{\s*(?P<braced>[A-Za-z][A-Za-z .]*)\}|\s+(?P<plain>[A-Za-z]{2,}[A-Za-z .]*))"
+    r"(?:\s*\\(?:text|mbox|mathrm)\s*\{\s*(?P<braced>[A-Za-z][A-Za-z .]*)\}|\s+(?P<plain>[A-Za-z]{2,}[A-Za-z .]*)"
+    r"|(?P<glued>[A-Za-z]{3,}))(?:\s*\^\s*\{?\s*[23]\s*\}?)?"  # `10\text{ cm}^2`, `10 cm^2`, `10weeks`
 )
 # Words after a number that are mathematics, not units ("2 pi" is not 2).
-_MATH_WORDS = {"pi", "sqrt", "infty", "cdot", "times", "div", "frac", "dfrac", "mod"}
+_MATH_WORDS = {"pi", "sqrt", "infty", "cdot", "times", "div", "frac", "dfrac", "mod", "sin", "cos", "tan", "log", "ln"}
 # Words after a number that change its value: "1.5 million" is 1500000, "5 squared" 25, "2 thirds" 2/3.
 _SCALE_WORDS = {"hundred": 100, "thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12, "dozen": 12}
 _OPERATOR_WORDS = {
@@ -389,10 +396,125 @@ _BASED_NUMBER = re.compile(r"([0-9A-Z]+)_\{?([0-9]{1,2})\}?")
 
 _INTEGER = re.compile(r"([+-]?)([0-9]{1,100})")
 _DECIMAL = re.compile(r"([+-]?)([0-9]{0,100})\.([0-9]{0,100})")
+# A mixed number, as MATH writes one: `2\frac{5}{8}`, `1\frac12`, `1 1/2`.
+_MIXED = re.compile(
+    r"([+-]?)([0-9]{1,100})(?:\s*\\frac\s*\{\s*([0-9]{1,100})\s*\}\s*\{\s*([0-9]{1,100})\s*\}|\s*\\frac\s*([0-9])([0-9])"
+    r"|\s+([0-9]{1,100})\s*/\s*([0-9]{1,100}))"
+)
 _FRACTION = re.compile(
     r"([+-]?)(?:\\frac\s*\{\s*([+-]?[0-9]{1,100})\s*\}\s*\{\s*([0-9]{1,100})\s*\}|\\frac\s*([0-9])([0-9])"
     r"|([0-9]{1,100})\s*/\s*([0-9]{1,100}))"
 )
+
+
+# A choice letter followed by its reason, `C. x = 42` or `(B) because ...`: the letter is the answer.
+_CHOICE_WITH_REASON = re.compile(r"^\(?([A-E])\)?[.:)]\s+\S.*$", re.DOTALL)
+# `f(x) = 2x + 3` defines the function the problem asks for: its right side is the answer, as for `y = 2x + 3`.
+_FUNCTION_DEFINITION = re.compile(r"^[A-Za-z](?:\^\{?-1\}?)?\s*\(\s*[a-z]\s*\)\s*=(?!.*=)")
+_TRIG = re.compile(r"\\(?:sin|cos|tan|sec|csc|cot)\b")
+# `3.54e-07` is 3.54 times ten to the -7, not Euler's number minus 7 (a digit before the `e` and digits after it).
+_E_NOTATION = re.compile(r"(?<![\w.\\])([0-9]+(?:\.[0-9]*)?)[eE]([+-]?[0-9]{1,4})(?![\w.])")
+_SCIENTIFIC = re.compile(
+    r"([+-]?[0-9]{1,100}(?:\.[0-9]{0,100})?)\s*(?:\\times|\\cdot|\*|x)\s*10\s*(?:\^|\*\*)\s*"
+    r"(?:\{\s*([+-]?[0-9]{1,4})\s*\}|([+-]?[0-9]{1,4}))"
+)
+# A repeating decimal: `0.1\overline{6}`, `0.\dot{3}`, `0.1666 repeating`, `0.333...` (three or more of one digit).
+_OVERLINE = re.compile(r"([0-9]*)\.([0-9]*)\s*\\(?:overline|dot)\s*\{\s*([0-9]+)\s*\}")
+_REPEATING = re.compile(
+    r"(?<![\w.])([0-9]*)\.([0-9]+)\s*"
+    r"(?:(?P<word>\\text\s*\{\s*repeating\s*\}|\(repeating\)|repeating)|\.\.\.|\\ldots|\\cdots|\\dots|…)"
+)
+# `\sqrt[3]8` is `\sqrt[3]{8}`: math-verify reads only the braced form.
+_ROOT_INDEX = re.compile(r"\\sqrt\s*\[\s*([0-9]+)\s*\]\s*([0-9A-Za-z])")
+# A time of day, `20:34`, `20:34:00`, `8:34 \text{P.M.}`.
+_TIME = re.compile(r"([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?\s*(?:\\text\s*\{\s*)?(?:([AaPp])\.?\s*[Mm]\.?)?\s*\}?")
+# SymPy's syntax, as a Python-writing model gives it: `Eq(x**2/4 + y**2/3, 1)`, `sqrt(2)/2`, `Rational(1, 3)`.
+_SYMPY_CALL = re.compile(r"\b(Eq|sqrt|Rational)\(")
+
+
+def _repeating_value(whole: str, fixed: str, period: str) -> str:
+    # `\frac{p}{q}` of whole.fixed(period)(period)...
+    value = Fraction(int(whole or 0)) + Fraction(int(fixed or 0), 10 ** len(fixed))
+    value += Fraction(int(period), (10 ** len(period) - 1) * 10 ** len(fixed))
+    return f"\\frac{{{value.numerator}}}{{{value.denominator}}}" if value.denominator != 1 else str(value.numerator)
+
+
+def _split_repeating(digits: str) -> tuple[str, str]:
+    # `1666` is 1 then 6 repeating; `142857`, with no repeated tail, repeats as a whole.
+    for period in range(1, len(digits) // 2 + 1):
+        tail = digits[-period:]
+        if digits[-2 * period : -period] == tail:
+            fixed = digits
+            while fixed.endswith(tail):
+                fixed = fixed[: -len(tail)]
+            return fixed, tail
+    return "", digits
+
+
+def _repeating_decimal(match: re.Match) -> str:
+    # An ellipsis makes a decimal repeating only after three of one digit (`0.333...`, not `3.14159...`).
+    digits = match.group(2)
+    if not match.group("word") and not (len(digits) >= 3 and len(set(digits[-3:])) == 1):
+        return match.group(0)
+    return _repeating_value(match.group(1), *_split_repeating(digits))
+
+
+def _sympy_to_latex(answer: str) -> str:
+    # `Eq(a, b)` -> `a = b`, `sqrt(x)` -> `\sqrt{x}`, `Rational(a, b)` -> `\frac{a}{b}`, `**` -> `^`: math-verify's LaTeX
+    # parser reads `Eq(a, b)` as a tuple and compares its last element, so any two equations with equal right sides
+    # would match.
+    answer = answer.replace("**", "^")
+    for _ in range(20):
+        call = _SYMPY_CALL.search(answer)
+        if call is None:
+            break
+        depth, arguments, start = 0, [], call.end()
+        for index in range(call.end(), len(answer)):
+            char = answer[index]
+            if char in "([{":
+                depth += 1
+            elif char in ")]}" and depth:
+                depth -= 1
+            elif char == "," and not depth:
+                arguments.append(answer[start:index].strip())
+                start = index + 1
+            elif char == ")":
+                arguments.append(answer[start:index].strip())
+                break
+        else:
+            break
+        name, rest = call.group(1), answer[index + 1 :]
+        if name == "Eq" and len(arguments) == 2:
+            replaced = f"{arguments[0]} = {arguments[1]}"
+        elif name == "Rational" and len(arguments) == 2:
+            replaced = f"\\frac{{{arguments[0]}}}{{{arguments[1]}}}"
+        elif name == "sqrt" and len(arguments) == 1:
+            replaced = f"\\sqrt{{{arguments[0]}}}"
+        else:
+            break
+        answer = answer[: call.start()] + replaced + rest
+    return answer
+
+
+def _rewrite_notation(answer: str) -> str:
+    # Notations math-verify misreads or cannot read, rewritten in LaTeX it reads as the writer meant.
+    if ("**" in answer or _SYMPY_CALL.search(answer)) and "\\" not in answer:
+        answer = _sympy_to_latex(answer)
+    if "e" in answer or "E" in answer:
+        answer = _E_NOTATION.sub(lambda match: f"{match.group(1)}\\times 10^{{{match.group(2)}}}", answer)
+    if "\\overline" in answer or "\\dot" in answer:
+        answer = _OVERLINE.sub(lambda match: _repeating_value(*match.group(1, 2, 3)), answer)
+    if "." in answer:
+        answer = _REPEATING.sub(_repeating_decimal, answer)
+    if "\\sqrt" in answer:
+        answer = _ROOT_INDEX.sub(r"\\sqrt[\1]{\2}", answer)
+    if ":" in answer and (time := _TIME.fullmatch(answer)) and (time.group(4) or time.group(3) == "00"):
+        # A time of day with a.m./p.m. or zero seconds; a bare `7:32` stays as written, since it may be a ratio.
+        hours = int(time.group(1))
+        if time.group(4):
+            hours = hours % 12 + (12 if time.group(4).lower() == "p" else 0)
+        answer = f"{hours:02d}:{time.group(2)}"
+    return answer
 
 
 def _normalize(answer: str) -> str:
@@ -404,13 +526,18 @@ def _normalize(answer: str) -> str:
     answer = answer.replace("\\$", "").replace("$", "").replace("{,}", ",")
     answer = answer.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\%", "%")
     answer = _THIN_SPACE.sub(lambda match: match.group(1) or "", answer)
-    answer = _DEGREES.sub("", _WIDE_SPACE.sub(lambda match: match.group(1) or " ", answer)).strip()
+    answer = _WIDE_SPACE.sub(lambda match: match.group(1) or " ", answer)
+    # `45^\circ` is 45, but inside a trigonometric function a degree is pi/180 of a radian: sin(90° - x) is cos x.
+    answer = _DEGREES.sub(r"\\cdot\\frac{\\pi}{180}" if _TRIG.search(answer) else "", answer).strip()
+    answer = _rewrite_notation(answer)
+    answer = _CHOICE_WITH_REASON.sub(r"\1", answer)
+    answer = _FUNCTION_DEFINITION.sub("", answer)
     wrapped = _WRAPPER.fullmatch(answer)
     if wrapped:
         answer = wrapped.group(1).strip()
     unit = _UNIT.fullmatch(answer)
     if unit:
-        word = (unit.group("braced") or unit.group("plain")).split()[0].lower()
+        word = (unit.group("braced") or unit.group("plain") or unit.group("glued")).split()[0].lower()
         number = unit.group("number")
         if word in _SCALE_WORDS:
             scaled = Decimal(number.replace(",", "")) * _SCALE_WORDS[word]
@@ -446,6 +573,15 @@ def _exact_number(answer: str) -> _Number | None:
             return None
         value = Fraction(numerator, denominator)
         return _Number(-value if sign == "-" else value, 0, True)
+    if (match := _MIXED.fullmatch(answer)) and match.group(2):
+        numerator, denominator = (int(group) for group in match.groups()[2:] if group is not None)
+        if 0 < numerator < denominator:  # `2\frac{3}{2}` is no mixed number
+            value = int(match.group(2)) + Fraction(numerator, denominator)
+            return _Number(-value if match.group(1) == "-" else value, 0, True)
+    if match := _SCIENTIFIC.fullmatch(answer):
+        exponent = int(match.group(2) or match.group(3))
+        value = Fraction(match.group(1)) * Fraction(10) ** exponent
+        return _Number(value, max(0, len(match.group(1).partition(".")[2]) - exponent), False)
     return None
 
 
@@ -473,6 +609,25 @@ def _based_number(answer: str) -> tuple[str, int, int] | None:
         return match.group(1), int(match.group(2)), int(match.group(1), int(match.group(2)))
     except ValueError:
         return None  # a digit too large for the base
+
+
+def _within_precision(gold: _Number, pred: _Number) -> bool:
+    # A gold decimal of four significant digits or more is a rounded value: a more precise answer (more decimals, or a
+    # fraction) within one unit of its last digit matches it (3.14159 answers 3.1416; 2 does not answer 2.0001, and
+    # 12.51 does not answer 12.5).
+    if gold.is_fraction or not gold.decimals or len(str(abs(gold.value * 10**gold.decimals).numerator)) < 4:
+        return False
+    if not pred.is_fraction and pred.decimals <= gold.decimals:
+        return False
+    return abs(pred.value - gold.value) < Fraction(1, 10**gold.decimals)
+
+
+def _positional(number: _Number) -> str:
+    # What math-verify is given for a decimal: positional, since it misreads `3.54\times10^{-7}`-like forms less
+    # often than it misreads nothing, and `1e-05` as e - 5.
+    if number.is_fraction:
+        return f"\\frac{{{number.value.numerator}}}{{{number.value.denominator}}}"
+    return format(Decimal(number.value.numerator) / Decimal(number.value.denominator), "f")
 
 
 def _decides_inequality(gold: _Number, pred: _Number) -> bool:
@@ -723,10 +878,11 @@ def _fast_verdict(completion: str, gold: str | int | float | None) -> bool | Non
             return False
         pred_number = _exact_number(pred_answer)
         if pred_number is not None:
-            if pred_number.value == gold_number.value:
+            if pred_number.value == gold_number.value or _within_precision(gold_number, pred_number):
                 return True
             if _decides_inequality(gold_number, pred_number):
                 return False
+            pred_answer = _positional(pred_number)
     based = _based_verdict(gold_answer, pred_answer)
     if based is not None:
         return based
@@ -873,6 +1029,7 @@ def _serve() -> None:
                 if pred:
                     pred_parsed = parse(f"${pred}$", parsing_timeout=None)
                     verdict = bool(math_verify(gold_parsed, pred_parsed, timeout_seconds=None))
+                    verdict = verdict or _numerically_equal(gold, gold_parsed, pred_parsed)
         except _Deadline:
             pass
         except Exception:  # a parser bug on odd input is a wrong answer, not a dead worker
@@ -882,6 +1039,52 @@ def _serve() -> None:
             signal.setitimer(signal.ITIMER_REAL, 0)
         protocol.write(json.dumps(verdict) + "\n")
         protocol.flush()
+
+
+def _numerically_equal(gold: str, gold_parsed: list, pred_parsed: list) -> bool:
+    """Equivalence that math-verify's `simplify` misses, decided on numbers (runs in the worker, under its deadline).
+
+    - An exact answer against a gold decimal of four significant digits or more: equal when it is within one unit of
+      the gold's last digit (`40\\pi` answers `125.663`), as `_within_precision` does for two plain numbers.
+    - Two expressions in the same variables: equal when they agree to 1e-9 at five random points (a rational function
+      with decimal coefficients, a trigonometric identity, a power of a product under a root written two ways). Two
+      different expressions agreeing at five random points is a chance too small to matter.
+    - An expression whose only variable is `i` is read with `i` as the imaginary unit (`1+2i` is `i(2-i)`).
+    """
+    import random
+
+    import sympy
+    from sympy.core.function import AppliedUndef
+
+    gold_expr = next((item for item in gold_parsed if isinstance(item, sympy.Expr)), None)
+    pred_expr = next((item for item in pred_parsed if isinstance(item, sympy.Expr)), None)
+    if gold_expr is None or pred_expr is None or gold_expr.atoms(AppliedUndef) or pred_expr.atoms(AppliedUndef):
+        return False
+    free = gold_expr.free_symbols | pred_expr.free_symbols
+    if free and {symbol.name for symbol in free} == {"i"}:
+        unit = {symbol: sympy.I for symbol in free}
+        return sympy.simplify(gold_expr.subs(unit) - pred_expr.subs(unit)) == 0
+    decimal = _DECIMAL.fullmatch(gold.strip())
+    if decimal and not free and len((decimal.group(2) + decimal.group(3)).lstrip("0")) >= 4:
+        value = complex(sympy.N(pred_expr, 30))
+        return abs(value.imag) < 1e-12 and abs(value.real - float(gold)) < 10.0 ** -len(decimal.group(3))
+    if not free or gold_expr.free_symbols != pred_expr.free_symbols:
+        return False
+    rng, agreed = random.Random(0), 0
+    for _ in range(8):
+        point = {symbol: sympy.Float(rng.uniform(0.3, 1.7)) for symbol in free}
+        try:
+            a, b = complex(gold_expr.evalf(30, subs=point)), complex(pred_expr.evalf(30, subs=point))
+        except (TypeError, ValueError, ZeroDivisionError):
+            continue
+        if not (math.isfinite(abs(a)) and math.isfinite(abs(b))):
+            continue
+        if abs(a - b) > 1e-9 * max(1.0, abs(a), abs(b)):
+            return False
+        agreed += 1
+        if agreed == 5:
+            return True
+    return False
 
 
 def _isolate_worker():
