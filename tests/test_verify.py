@@ -242,6 +242,47 @@ EQUIVALENT = [
     ("odd", r"\text{odd}"),
     (r"\sqrt8", r"2\sqrt{2}"),
     ("y = 2x + 3.", "2x+3"),
+    # scientific notation is a power of ten, not Euler's e
+    (r"\boxed{3.54e-07}", "3.54*10^{-7}"),
+    (r"\boxed{3.54e-07}", r"3.54\times10^{-7}"),
+    (r"\boxed{3.54 \times 10^{-7}}", "0.000000354"),
+    (r"\boxed{1.2E5}", "120000"),
+    (r"\boxed{2.314814814815 \times 10^{-3}}", r"\frac{1}{432}"),
+    # a box used as an operator of the problem's notation is not the answer; the answer stated after it is
+    (r"By the definition, $\boxed{12}=6$ since $1+2+3=6$. Therefore, $6$ is our answer.", "6"),
+    # a repeating decimal in words or LaTeX is its fraction, alone or inside a tuple (the last repeated block repeats)
+    (r"\boxed{(2, 0.1666 \text{ repeating})}", r"\left(2, \frac{1}{6}\right)"),
+    (r"The answer is (2, 0.1666 repeating).", r"(2, \frac16)"),
+    (r"\boxed{0.\overline{3}}", r"\frac13"),
+    (r"\boxed{0.1\overline{6}}", r"\frac16"),
+    (r"\boxed{0.142857 \text{ repeating}}", r"\frac{1}{7}"),
+    (r"\boxed{0.333\ldots}", r"\frac13"),
+    # equivalence that needs algebra: decimal coefficients, powers under a root, trigonometric identities, i
+    (r"\boxed{0.1*(2.0*s^2+6.0*s-25.0)/s}", "(2*s^2+6*s-25)/(10*s)"),
+    (r"\boxed{\sqrt[3]{(ab)^2}}", "a^{2/3}b^{2/3}"),
+    (r"\boxed{\sqrt[3]{a^2b^2}}", r"\sqrt[3]{(ab)^2}"),
+    (r"\boxed{\frac{\sin(x/2)}{1+\tan x\tan(x/2)}}", r"\sin(x/2)\cos x"),
+    (r"\boxed{\sin(90^\circ - x)}", r"\cos x"),
+    (r"\boxed{1+2i}", "i(2-i)"),
+    # SymPy's syntax is read as SymPy means it
+    ("Eq(x**2/4 + y**2/3, 1)", r"\frac{x^2}{4}+\frac{y^2}{3}=1"),
+    (r"\boxed{sqrt(2)/2}", r"\frac{\sqrt{2}}{2}"),
+    (r"\boxed{Rational(1, 3)}", r"\frac13"),
+    # a gold decimal of four significant digits or more is rounded: a more precise answer within its last digit matches
+    (r"\boxed{3.14159}", "3.1416"),
+    (r"\boxed{40\pi}", "125.663"),
+    (r"\boxed{\frac{1}{3}}", "0.3333"),
+    # mixed numbers, times of day, units with exponents, choices with a reason, function definitions
+    (r"918\frac{1}{2}", "918.5"),
+    (r"\boxed{1 1/2}", "1.5"),
+    (r"\boxed{2\frac58}", "2.625"),
+    (r"\boxed{20:34}", r"8:34 \text{ p.m.}"),
+    (r"\boxed{20:34:00}", "20:34"),
+    (r"\boxed{10\text{ cm}^2}", "10"),
+    ("10 cm^2", "10"),
+    ("C. x = 42", "C"),
+    (r"\boxed{f(x) = 2x + 3}", "y = 2x + 3"),
+    (r"\boxed{\sqrt[3]8}", "2"),
 ]
 
 NOT_EQUIVALENT = [
@@ -331,6 +372,31 @@ NOT_EQUIVALENT = [
     # a bare expression is read whole; prose around numbers is not a bare expression
     ("3+2", "2"),
     ("3+2", "6"),
+    # scientific notation: a different power of ten, or e without a number before it
+    (r"\boxed{3.54e-06}", r"3.54\times10^{-7}"),
+    (r"\boxed{2e}", "2"),
+    # the box used as an operator does not count, and nor does its value
+    (r"By the definition, $\boxed{12}=6$ since $1+2+3=6$. Therefore, $6$ is our answer.", "12"),
+    # a decimal not said to repeat is that decimal; the last repeated block repeats, not the whole tail
+    (r"\boxed{(2, 0.1666)}", r"(2, \frac16)"),
+    (r"\boxed{0.1666 \text{ repeating}}", r"\frac{1666}{9999}"),
+    (r"\boxed{3.14159\ldots}", r"\frac{314159}{99999}"),
+    # different expressions stay different at random points
+    (r"\boxed{\frac{\sin(x/2)}{1+\tan x\tan(x/2)}}", r"\sin(x/2)\sin x"),
+    (r"\boxed{0.1*(2.0*s^2+6.0*s-25.0)/s}", "(2*s^2+6*s-24)/(10*s)"),
+    (r"\boxed{x+1}", "x+1.0000001"),
+    (r"\boxed{2x+3}", "2y+3"),
+    (r"\boxed{1+3i}", "i(2-i)"),
+    # two SymPy equations with equal right sides are not equal (math-verify compares their last arguments)
+    ("Eq(x**2/16 + y**2/12, 1)", "Eq(x**2/4 + y**2/3, 1)"),
+    (r"\boxed{Eq(x**2/16 + y**2/12, 1)}", r"\frac{x^2}{4}+\frac{y^2}{3}=1"),
+    # rounding is the gold's: a less precise answer, a gold of three significant digits, a rounded answer to an exact gold
+    (r"\boxed{2}", "2.0001"),
+    (r"\boxed{3.14159}", "3.15"),
+    (r"\boxed{3.1426}", "3.1416"),
+    (r"\boxed{125.663}", r"40\pi"),
+    (r"\boxed{8:34}", r"8:34 \text{ p.m.}"),
+    ("B. x = 42", "C"),
 ]
 
 UNPARSEABLE_GOLD = [
@@ -443,6 +509,10 @@ EXTRACTION_CASES = [
     (r"\sin x \cos x", r"\sin x \cos x"),
     ("odd", "odd"),
     ("1 000", "1000"),
+    (r"$\boxed{12}=6$, so $6$ is the value.", "6"),
+    (r"$\boxed{12}=6$ and \boxed{7}", "7"),
+    ("10 cm^2", "10 cm^2"),
+    ("C. x = 42", "C. x = 42"),
 ]
 
 
