@@ -5,7 +5,7 @@ from typing import Any
 
 from trl import GRPOConfig
 
-DISTILL_BACKENDS = ("auto", "liger", "chunked", "naive")
+DISTILL_BACKENDS = ("auto", "trl", "chunked", "liger", "naive")
 CHOSEN_SOURCES = ("reference", "sibling", "reference_then_sibling", "sibling_then_reference", "auto")
 DPO_LOSS_TYPES = ("sigmoid", "length_normalized")
 CHOSEN_NLL_SOURCES = ("all", "sibling", "in_format")
@@ -109,9 +109,11 @@ class VtDConfig(GRPOConfig):
             Temperature dividing both the teacher's and the student's logits in the distillation term. In no recipe: kept as
             in TRL's distillation trainers, for teachers whose distribution is too peaked to teach from.
         vtd_distill_backend (`str`, *optional*, defaults to `"auto"`):
-            How the distillation term is computed: `"liger"` (Liger-Kernel's fused linear JSD), `"chunked"` (chunked
-            over tokens, gradients computed in the forward pass), `"naive"` (full logits; for tests and debugging)
-            or `"auto"` (Liger on CUDA, chunked elsewhere). Only `"naive"` materializes `[tokens, vocab]` logits.
+            How the distillation term is computed: `"trl"` (TRL's chunked kernel, that of its `DistillationTrainer`),
+            `"chunked"` (ours: chunked over tokens, gradients computed in the forward pass), `"liger"` (Liger-Kernel's
+            fused linear JSD), `"naive"` (full logits; for tests and debugging) or `"auto"` (`"trl"` on CUDA,
+            `"chunked"` elsewhere: the fastest of each, measured in docs/performance.md). Only `"naive"`
+            materializes `[tokens, vocab]` logits.
         vtd_distill_normalizer (`str`, *optional*, defaults to `"completion_tokens"`):
             What the distillation sum is divided by: `"completion_tokens"` (all completion tokens of the generation
             batch) or `"distilled_tokens"` (only the tokens of distilled completions). The second is the
@@ -293,8 +295,9 @@ class VtDConfig(GRPOConfig):
     vtd_distill_backend: str = field(
         default="auto",
         metadata={
-            "help": "Distillation kernel: 'liger' (Liger fused linear JSD), 'chunked' (chunked over tokens), 'naive' "
-            "(full logits, for tests) or 'auto' (Liger on CUDA, chunked elsewhere).",
+            "help": "Distillation kernel: 'trl' (TRL's chunked kernel), 'chunked' (ours, chunked over tokens), "
+            "'liger' (Liger fused linear JSD), 'naive' (full logits, for tests) or 'auto' (trl on CUDA, chunked "
+            "elsewhere: the fastest of each, docs/performance.md).",
             "choices": list(DISTILL_BACKENDS),
         },
     )

@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-BACKENDS = ("auto", "liger", "chunked", "naive")
+BACKENDS = ("auto", "trl", "chunked", "liger", "naive")
 _MM_OUT_DTYPE = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 8)
 
 # Working set of one token chunk of the `chunked` backend: about 8 fp32 [chunk, vocab] tensors live at once. A chunk
@@ -87,12 +87,17 @@ def contrast_loss(
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """The backend `backend` stands for on `device`: `auto` is Liger's Triton kernel on CUDA, `chunked` elsewhere."""
+    """The backend `backend` stands for on `device`: `auto` is TRL's chunked kernel on CUDA, `chunked` elsewhere.
+
+    Measured (docs/performance.md, 2026-12-04): on one H200 TRL's kernel took 126 ms for the forward + backward of
+    16,384 tokens at Qwen3's vocabulary in bf16, Liger's 177 ms and `chunked` 205 ms; on a 2-core x86 CPU `chunked`
+    takes about half of TRL's time.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"Unknown distillation backend {backend!r}; expected one of {list(BACKENDS)}.")
     if backend != "auto":
         return backend
-    return "liger" if device.type == "cuda" and _liger_available() else "chunked"
+    return "trl" if device.type == "cuda" else "chunked"
 
 
 def distillation_loss(
@@ -120,7 +125,7 @@ def distillation_loss(
         beta: `0.0` forward KL(teacher || student), `1.0` reverse KL(student || teacher), else the generalized JSD
             with mixture `beta * p_teacher + (1 - beta) * p_student` (TRL's `generalized_jsd_loss` convention).
         temperature: divides both models' logits.
-        backend: `"liger"`, `"chunked"`, `"naive"` or `"auto"` (see `resolve_backend`).
+        backend: `"trl"`, `"chunked"`, `"liger"`, `"naive"` or `"auto"` (see `resolve_backend`).
         num_items: the normaliser; `None` means `mask.sum()`.
         chunk_size: tokens per chunk for `chunked` (default: `chunk_tokens(tokens, vocab)`).
 
@@ -142,16 +147,24 @@ def distillation_loss(
     vocab = min(student_weight.shape[0], teacher_weight.shape[0])
     # Under mixed precision the heads are fp32 masters while the hidden states are bf16: project in the hidden
     # states' dtype, as autocast would (the cast is differentiable, so the fp32 master still gets its gradient).
-    w_s, w_t = student_weight[:vocab].to(h_s.dtype), teacher_weight[:vocab].to(h_t.dtype)
+    w_s, w_t = _cut(student_weight, vocab).to(h_s.dtype), _cut(teacher_weight, vocab).to(h_t.dtype)
     backend = resolve_backend(backend, h_s.device)
     if backend == "naive":
         total = _naive_divergence(h_s, w_s, h_t, w_t, beta, temperature)
     elif backend == "chunked":
         chunk_size = chunk_size or chunk_tokens(h_s.shape[0], vocab)
         total = _ChunkedDivergence.apply(h_s, w_s, h_t, w_t, beta, temperature, chunk_size)
+    elif backend == "trl":
+        heads_status = [getattr(weight, "ds_status", None) for weight in (student_weight, teacher_weight)]
+        total = _TRLDivergence.apply(h_s, w_s, h_t, w_t, beta, temperature, heads_status)
     else:
         total = _liger_divergence(h_s, w_s, h_t, w_t, beta, temperature)
     return total / num_items
+
+
+def _cut(weight: torch.Tensor, vocab: int) -> torch.Tensor:
+    # The first `vocab` rows; the weight itself when it has no more (a ZeRO-3 parameter stays one).
+    return weight if weight.shape[0] == vocab else weight[:vocab]
 
 
 def signal_distillation_loss(
@@ -297,22 +310,53 @@ class _ChunkedDivergence(_GradsInForward):
         return _chunked_with_grads(ctx, h_s, w_s, temperature, chunk_size, loss_and_grad)
 
 
+class _TRLDivergence(_GradsInForward):
+    """Summed JSD by TRL's `ChunkedDivergenceFunction` (the kernel of TRL's `DistillationTrainer`: Triton on CUDA,
+    torch tiles elsewhere), its forward and its backward both run in this forward call.
+
+    TRL's own backward projects both heads again and enters `maybe_gather_lm_head_ctx` for them: under ZeRO-3, an
+    all-gather in the backward pass that only the processes that distilled would enter (the trainer distils where a
+    process has distilled rows). Run here, both passes use the heads the caller gathered, and the backward only
+    rescales, as with `chunked` and `liger`. The work is the same: two projections in the forward, two more and the
+    two gradient GEMMs in the backward.
+    """
+
+    @staticmethod
+    def forward(ctx, h_s, w_s, h_t, w_t, beta, temperature, heads_status):
+        from trl.kernels.chunked_divergence import ChunkedDivergenceFunction
+
+        with torch.enable_grad():
+            h_s_leaf = h_s.detach().requires_grad_(h_s.requires_grad)
+            w_s_leaf = w_s.detach().requires_grad_(w_s.requires_grad)
+            heads = [w_s_leaf, w_t.detach()]
+            # Under ZeRO-3 TRL's kernel reads the `ds_status` of the heads it is given to gather them itself. They
+            # are gathered (the caller's contract) but cut, cast or detached here: each carries its parameter's.
+            for head, status in zip(heads, heads_status):
+                if status is not None:
+                    head.ds_status = status
+            divergence, _ = ChunkedDivergenceFunction.apply(
+                h_s_leaf, heads[0], None, h_t.detach(), heads[1], None, beta, temperature
+            )
+            total = divergence.sum()
+            wanted = [x for x in (h_s_leaf, w_s_leaf) if x.requires_grad]
+            grads = iter(torch.autograd.grad(total, wanted)) if wanted else iter(())
+        grad_h = next(grads) if h_s.requires_grad else None
+        grad_w = next(grads) if w_s.requires_grad else None
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.dtypes = h_s.dtype, w_s.dtype
+        return total.detach()
+
+
 def _mm_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if _low_precision_cuda(a):
         return torch.mm(a, b.to(a.dtype), out_dtype=torch.float32)
     return a.float() @ b.float()
 
 
-def _liger_available() -> bool:
-    try:
-        import liger_kernel  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def check_backend(backend: str, device: torch.device) -> None:
-    """Raise now, not at the first loss, when `backend` cannot run on `device` (Liger missing, or Triton on CUDA)."""
+    """Raise now, not at the first loss, when `backend` cannot run on `device`: an unknown name, or `liger` without
+    Liger (or, on CUDA, without its Triton kernel). `trl` and `chunked` run wherever torch does (TRL's kernel uses
+    Triton when it imports, torch tiles otherwise)."""
     if resolve_backend(backend, device) != "liger":
         return
     # The kernel `_liger_divergence` calls on `device`: the Triton one on CUDA (it imports triton), else torch's.
@@ -330,6 +374,9 @@ def _liger_divergence(h_s, w_s, h_t, w_t, beta, temperature):
     """Liger's fused linear JSD: its Triton kernel on CUDA, its chunked torch implementation elsewhere.
 
     Both return the mean over the rows they are given (all valid here), so the sum is the mean times the row count.
+    On CUDA Liger (0.8.5) dispatches the inner JSD to CuTe DSL (`cutlass.cute`, package `nvidia-cutlass-dsl`, sm_90+)
+    or cuTile (`cuda.tile`, package `cuda-tile`) when one imports, to Triton otherwise; either way it projects in
+    token chunks of `BT / ceil(V / H)` rows before Blackwell (32 rows for 2,048 tokens at Qwen3-1.7B's shapes).
     """
     check_backend("liger", h_s.device)
     n = h_s.shape[0]
