@@ -93,19 +93,26 @@ def start(tmp_path):
         started.kill()
 
 
-def wait_for_checkpoint(checkpoint: Path, launch: Launch, timeout: float = 240) -> None:
+def wait_for_checkpoint(checkpoint: Path, run: Launch, timeout: float = 240) -> None:
     """Until every process has written its share: the trainer state (rank 0) and each rank's RNG state."""
     files = [checkpoint / name for name in ("trainer_state.json", "rng_state_0.pth", "rng_state_1.pth")]
     deadline = time.monotonic() + timeout
     while not all(file.exists() for file in files):
-        assert launch.process.poll() is None, f"the run ended before {checkpoint.name}:\n{launch.output()[-3000:]}"
+        assert run.process.poll() is None, f"the run ended before {checkpoint.name}:\n{run.output()[-3000:]}"
         assert time.monotonic() < deadline, f"no {checkpoint.name} after {timeout} s"
         time.sleep(0.05)
 
 
-def root_cause(output: str) -> str:
-    """The failure torchrun's agent reports first, from the report it prints when a worker fails."""
-    return output.split("Root Cause (first observed failure):")[-1]
+def exit_after(run: Launch, timeout: float) -> tuple[int, float]:
+    """The exit code of `run` and the seconds it took to exit from now, at most `timeout`."""
+    now = time.monotonic()
+    code = run.wait(timeout)
+    return code, time.monotonic() - now
+
+
+def failure_report(output: str) -> str:
+    """The report torchrun's agent raises when a worker fails: each failed rank, its exit code or signal."""
+    return output[output.rindex("ChildFailedError") :]
 
 
 # ---------------------------------------------------------------------------------------------------- two machines
@@ -161,9 +168,10 @@ def test_ddp_timeout_reaches_the_process_group_unless_use_cpu(mode, seconds, two
 
 
 def test_a_process_killed_mid_step_ends_the_run_which_resumes_from_its_checkpoint(model_dirs, tmp_path, start):
-    """DDP, 2 processes, a checkpoint every step: rank 1 killed (SIGKILL) after checkpoint 1. torchrun's agent sees it
-    die, stops rank 0 and the launch fails within a second, naming rank 1 and the signal. Resumed from checkpoint 1, the
-    run sees the prompts the uninterrupted run saw at each step and ends with its weights, bit for bit."""
+    """DDP, 2 processes, a checkpoint every step: rank 1 killed (SIGKILL) in step 2. torchrun's agent sees it die,
+    stops rank 0, and the launch fails (1.1 s after the kill on 2 cores; 60 s allowed) naming rank 1 and the signal.
+    Checkpoint 1 is whole; resumed from it, the run sees at each step the prompts the uninterrupted run saw and ends
+    with its weights, bit for bit."""
     data = gsm8k_file(tmp_path / "train.jsonl", 24)
     uninterrupted, run_dir = tmp_path / "uninterrupted", tmp_path / "interrupted"
     script = ROOT / "scripts" / "vtd.py"
@@ -171,8 +179,10 @@ def test_a_process_killed_mid_step_ends_the_run_which_resumes_from_its_checkpoin
     [killed] = start("ddp", script, [*common_args(model_dirs, data, run_dir), *STEPS], "interrupted")
     wait_for_checkpoint(run_dir / "checkpoint-1", killed)
     killed.worker(1).send_signal(signal.SIGKILL)
-    assert killed.wait(60) == 1  # within 60 s
-    assert re.search(r"rank\s*: 1 \(local_rank: 1\)\s*exitcode\s*: -9 .*\(SIGKILL\)", root_cause(killed.output()))
+    code, seconds = exit_after(killed, 60)
+    assert code == 1, (code, seconds)
+    # rank 1 is named, usually as the root cause (rank 0 may fail first, on the connection rank 1 dropped)
+    assert re.search(r"rank\s*: 1 \(local_rank: 1\)\s*exitcode\s*: -9 .*\(SIGKILL\)", failure_report(killed.output()))
     assert not (run_dir / "checkpoint-3").exists() and not (run_dir / "model.safetensors").exists()
 
     checkpoint = run_dir / "checkpoint-1"
@@ -193,9 +203,10 @@ def test_a_process_killed_mid_step_ends_the_run_which_resumes_from_its_checkpoin
 
 
 def test_a_machine_that_stops_answering_ends_the_others_run_after_ddp_timeout(model_dirs, tmp_path, start):
-    """ZeRO-3 on 2 machines of one process each: machine 1's process stopped (SIGSTOP), alive with its connections
-    open, as a machine that hangs or drops off the network. Nothing notices but the collective machine 0 waits in:
-    it fails after `ddp_timeout` (20 s) and machine 0's launch ends; machine 1's launch never learns of it."""
+    """ZeRO-3 on 2 machines of one process each: machine 1's process stopped (SIGSTOP) in step 2, alive with its
+    connections open, as a machine that hangs or drops off the network. No agent sees a process end; the collective
+    machine 0 waits in fails after `ddp_timeout` (20 s), and machine 0's launch ends (24 s after the stop on 2 cores),
+    naming the timeout. Machine 1's launch is still waiting on its stopped process."""
     data = gsm8k_file(tmp_path / "train.jsonl", 24)
     run_dir = tmp_path / "run"
     args = [*common_args(model_dirs, data, run_dir), *STEPS, "--use_cpu", "false", "--ddp_backend", "gloo",
@@ -203,11 +214,9 @@ def test_a_machine_that_stops_answering_ends_the_others_run_after_ddp_timeout(mo
     survivor, lost = start("zero3", SCRIPTS / "vtd_cli.py", args, "machine", machines=2)
     wait_for_checkpoint(run_dir / "checkpoint-1", survivor)
     lost.worker(1).suspend()
-    stopped = time.monotonic()
-    assert survivor.wait(STOPPED_TIMEOUT + 40) == 1
-    waited = time.monotonic() - stopped
-    assert waited > STOPPED_TIMEOUT - 5, waited  # it waited for the timeout, not for something else
+    code, seconds = exit_after(survivor, STOPPED_TIMEOUT + 40)
+    assert code == 1 and seconds > STOPPED_TIMEOUT - 5, seconds  # it waited for the timeout, not for something else
     output = survivor.output()
     assert re.search(rf"Timed out waiting {STOPPED_TIMEOUT * 1000}ms|Application timeout caused pair closure", output)
-    assert re.search(r"rank\s*: 0 \(local_rank: 0\)\s*exitcode\s*: 1 ", root_cause(output))
-    assert lost.process.poll() is None  # still waiting on its stopped process
+    assert re.search(r"rank\s*: 0 \(local_rank: 0\)\s*exitcode\s*: 1 ", failure_report(output))
+    assert lost.process.poll() is None
