@@ -283,6 +283,11 @@ EQUIVALENT = [
     ("C. x = 42", "C"),
     (r"\boxed{f(x) = 2x + 3}", "y = 2x + 3"),
     (r"\boxed{\sqrt[3]8}", "2"),
+    # a whole number in words, and a line opening "Answer is"
+    (r"\boxed{42}", "forty-two"),
+    ("Answer is forty two.", "42"),
+    (r"Some work. \boxed{43}.", "Answer is forty three."),
+    (r"\boxed{-3}", "minus three"),
 ]
 
 NOT_EQUIVALENT = [
@@ -397,6 +402,8 @@ NOT_EQUIVALENT = [
     (r"\boxed{125.663}", r"40\pi"),
     (r"\boxed{8:34}", r"8:34 \text{ p.m.}"),
     ("B. x = 42", "C"),
+    (r"\boxed{42}", "forty-three"),
+    (r"\boxed{1}", "one half"),
 ]
 
 UNPARSEABLE_GOLD = [
@@ -513,6 +520,8 @@ EXTRACTION_CASES = [
     (r"$\boxed{12}=6$ and \boxed{7}", "7"),
     ("10 cm^2", "10 cm^2"),
     ("C. x = 42", "C. x = 42"),
+    ("Answer is forty two.", "forty two"),
+    ("Work first.\nAnswer is $x=3$", "x=3"),
 ]
 
 

@@ -52,9 +52,9 @@ _BRACE_TOKEN = re.compile(r"\\.|[{}]", re.DOTALL)
 _GSM8K_ANSWER = re.compile(r"####[ \t]*((?=\**[ \t]*[-+−$\\.0-9])[^\n]*)")
 # "Final Answer: ...", "The final answer is ...", "**Final Answer:** ..." (the Minerva / lm-eval sentence among them).
 _FINAL_ANSWER = re.compile(r"final answer[ \t]*\**[ \t]*(?:is|:)[ \t]*\**[ \t]*:?[ \t]*([^\n]*)", re.IGNORECASE)
-# "The answer is ...", or "Answer: ..." / "**Answer:** ..." opening a line.
+# "The answer is ...", or "Answer: ..." / "**Answer:** ..." / "Answer is ..." opening a line.
 _ANSWER = re.compile(
-    r"(?:the answer[ \t]*\**[ \t]*(?:is|:)|(?:^|(?<=\n))[ \t>#]*\**[ \t]*answer[ \t]*\**[ \t]*:)[ \t]*\**[ \t]*:?[ \t]*"
+    r"(?:the answer[ \t]*\**[ \t]*(?:is|:)|(?:^|(?<=\n))[ \t>#]*\**[ \t]*answer[ \t]*\**[ \t]*(?::|is\b))[ \t]*\**[ \t]*:?[ \t]*"
     r"([^\n]*)",
     re.IGNORECASE,
 )
@@ -295,12 +295,18 @@ def _stated_answer(text: str) -> str | None:
     return max(stated, key=lambda candidate: candidate[0])[1] if stated else None
 
 
-def _unstated_answer(text: str) -> str | None:
-    # Rules 2, 3 and 4 of extract_answer.
+def _answer_sentence(text: str) -> str | None:
+    # The last "the answer is X" or line-opening "Answer: X" / "Answer is X" sentence (rule 2 of extract_answer).
     matches = _ANSWER.finditer(text) if "answer" in text.lower() else ()
     answers = [answer for answer in map(_sentence_answer, (match.group(1) for match in matches)) if answer]
-    if answers:
-        return answers[-1]
+    return answers[-1] if answers else None
+
+
+def _unstated_answer(text: str) -> str | None:
+    # Rules 2, 3 and 4 of extract_answer.
+    answer = _answer_sentence(text)
+    if answer:
+        return answer
     bare = _bare_answer(text)
     if bare is not None:
         return bare
@@ -517,6 +523,36 @@ def _rewrite_notation(answer: str) -> str:
     return answer
 
 
+_SMALL_NUMBER_WORDS = {
+    word: value
+    for value, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+        "seventeen eighteen nineteen".split()
+    )
+}
+_TENS_WORDS = {
+    word: 10 * value for value, word in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)
+}
+_LARGE_NUMBER_WORDS = {"thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12}
+
+
+def _number_in_words(answer: str) -> str | None:
+    # `forty-two` is 42, `one hundred and five` 105, `minus three` -3; anything else in words is left alone.
+    words = re.sub(r"[-,]", " ", answer.lower().rstrip(".")).split()
+    sign = -1 if words[:1] in (["minus"], ["negative"]) else 1
+    total, group = 0, None
+    for word in words[1:] if sign < 0 else words:
+        if word in _SMALL_NUMBER_WORDS or word in _TENS_WORDS:
+            group = (group or 0) + _SMALL_NUMBER_WORDS.get(word, _TENS_WORDS.get(word, 0))
+        elif word == "hundred" and group:
+            group *= 100
+        elif word in _LARGE_NUMBER_WORDS and group:
+            total, group = total + group * _LARGE_NUMBER_WORDS[word], 0
+        elif word != "and" or group is None:
+            return None
+    return None if group is None and not total else str(sign * (total + (group or 0)))
+
+
 def _normalize(answer: str) -> str:
     if len(answer) > MAX_ANSWER_CHARS:
         return answer  # the pre-filter rejects it; normalizing a megabyte would only cost time
@@ -546,6 +582,8 @@ def _normalize(answer: str) -> str:
             answer = number + _OPERATOR_WORDS[word]
         elif unit.group("braced") or word not in _MATH_WORDS:
             answer = number
+    if answer[:1].isalpha() and not any(char.isdigit() for char in answer):
+        answer = _number_in_words(answer) or answer
     if _THOUSANDS.fullmatch(answer.rstrip(".")):
         answer = answer.replace(",", "")
     if answer.endswith(".") and not answer.endswith(".."):
@@ -859,7 +897,7 @@ def _prepare_gold(gold: str) -> tuple[str, _Number | None, bool]:
     # A gold written as a solution (a box, a `####` line, a final-answer sentence) is read down to that answer; any
     # other gold is the answer as a whole ("x = 3", "5 apples").
     if len(gold) <= 100 * MAX_ANSWER_CHARS:
-        gold = _stated_answer(gold) or gold
+        gold = _stated_answer(gold) or _answer_sentence(gold) or gold
     answer = _normalize(gold)
     return answer, _exact_number(answer), _is_pathological(answer)
 
