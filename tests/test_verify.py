@@ -272,6 +272,8 @@ EQUIVALENT = [
     (r"\boxed{3.14159}", "3.1416"),
     (r"\boxed{40\pi}", "125.663"),
     (r"\boxed{\frac{1}{3}}", "0.3333"),
+    (r"\boxed{\frac13, \sqrt3, \pi}", "1/3, 1.732, 3.1416"),
+    (r"\boxed{x + \sqrt2 i}", "x + 1.414i"),
     # mixed numbers, times of day, units with exponents, choices with a reason, function definitions
     (r"918\frac{1}{2}", "918.5"),
     (r"\boxed{1 1/2}", "1.5"),
@@ -400,6 +402,9 @@ NOT_EQUIVALENT = [
     (r"\boxed{3.14159}", "3.15"),
     (r"\boxed{3.1426}", "3.1416"),
     (r"\boxed{125.663}", r"40\pi"),
+    (r"\boxed{1/3, 1.732, 3.1416}", r"\frac13, \sqrt3, \pi"),
+    (r"\boxed{\frac13, \sqrt3, \pi}", "1/3, 1.733, 3.1416"),
+    (r"\boxed{x + \sqrt3 i}", "x + 1.414i"),
     (r"\boxed{8:34}", r"8:34 \text{ p.m.}"),
     ("B. x = 42", "C"),
     (r"\boxed{42}", "forty-three"),

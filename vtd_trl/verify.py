@@ -1082,45 +1082,65 @@ def _serve() -> None:
 def _numerically_equal(gold: str, gold_parsed: list, pred_parsed: list) -> bool:
     """Equivalence that math-verify's `simplify` misses, decided on numbers (runs in the worker, under its deadline).
 
-    - An exact answer against a gold decimal of four significant digits or more: equal when it is within one unit of
-      the gold's last digit (`40\\pi` answers `125.663`), as `_within_precision` does for two plain numbers.
     - Two expressions in the same variables: equal when they agree to 1e-9 at five random points (a rational function
       with decimal coefficients, a trigonometric identity, a power of a product under a root written two ways). Two
       different expressions agreeing at five random points is a chance too small to matter.
+    - A gold whose decimals all have four significant digits or more is rounded: an answer within one unit of its
+      last digit matches it (`40\\pi` answers `125.663`, `\\frac13, \\sqrt3` answers `1/3, 1.732`), as
+      `_within_precision` does for two plain numbers. A rounded answer to an exact gold stays wrong.
     - An expression whose only variable is `i` is read with `i` as the imaginary unit (`1+2i` is `i(2-i)`).
     """
-    import random
-
     import sympy
     from sympy.core.function import AppliedUndef
 
-    gold_expr = next((item for item in gold_parsed if isinstance(item, sympy.Expr)), None)
-    pred_expr = next((item for item in pred_parsed if isinstance(item, sympy.Expr)), None)
-    if gold_expr is None or pred_expr is None or gold_expr.atoms(AppliedUndef) or pred_expr.atoms(AppliedUndef):
+    gold_item = next((item for item in gold_parsed if not isinstance(item, str)), None)
+    pred_item = next((item for item in pred_parsed if not isinstance(item, str)), None)
+    rounding = _gold_rounding(gold)
+    if isinstance(gold_item, (sympy.FiniteSet, sympy.Tuple)) and isinstance(pred_item, (sympy.FiniteSet, sympy.Tuple)):
+        if rounding is None or len(gold_item.args) != len(pred_item.args) or gold_item.free_symbols:
+            return False
+        ordered = [sorted(items.args, key=lambda item: complex(item).real) for items in (gold_item, pred_item)]
+        return all(_agree(g, p, rounding) for g, p in zip(*ordered))
+    if not isinstance(gold_item, sympy.Expr) or not isinstance(pred_item, sympy.Expr):
         return False
-    free = gold_expr.free_symbols | pred_expr.free_symbols
+    if gold_item.atoms(AppliedUndef) or pred_item.atoms(AppliedUndef):
+        return False
+    free = gold_item.free_symbols | pred_item.free_symbols
     if free and {symbol.name for symbol in free} == {"i"}:
         unit = {symbol: sympy.I for symbol in free}
-        return sympy.simplify(gold_expr.subs(unit) - pred_expr.subs(unit)) == 0
-    decimal = _DECIMAL.fullmatch(gold.strip())
-    if decimal and not free and len((decimal.group(2) + decimal.group(3)).lstrip("0")) >= 4:
-        value = complex(sympy.N(pred_expr, 30))
-        return abs(value.imag) < 1e-12 and abs(value.real - float(gold)) < 10.0 ** -len(decimal.group(3))
-    if not free or gold_expr.free_symbols != pred_expr.free_symbols:
+        return sympy.simplify(gold_item.subs(unit) - pred_item.subs(unit)) == 0
+    if gold_item.free_symbols != pred_item.free_symbols or not (free or rounding):
         return False
-    rng, agreed = random.Random(0), 0
+    return _agree(gold_item, pred_item, rounding or 0.0)
+
+
+def _gold_rounding(gold: str) -> float | None:
+    # One unit of the last digit of a gold whose decimals all have four significant digits or more, else None.
+    decimals = re.findall(r"(?<![0-9.])([0-9]*)\.([0-9]+)(?![0-9.])", gold)
+    if not decimals or any(len((whole + fraction).lstrip("0")) < 4 for whole, fraction in decimals):
+        return None
+    return 10.0 ** -min(len(fraction) for _, fraction in decimals)
+
+
+def _agree(gold, pred, rounding: float) -> bool:
+    # Whether two sympy expressions agree, within `rounding` or to 1e-9, at five random points of their variables.
+    import random
+
+    import sympy
+
+    free, rng, agreed = gold.free_symbols | pred.free_symbols, random.Random(0), 0
     for _ in range(8):
         point = {symbol: sympy.Float(rng.uniform(0.3, 1.7)) for symbol in free}
         try:
-            a, b = complex(gold_expr.evalf(30, subs=point)), complex(pred_expr.evalf(30, subs=point))
+            a, b = complex(gold.evalf(30, subs=point)), complex(pred.evalf(30, subs=point))
         except (TypeError, ValueError, ZeroDivisionError):
             continue
         if not (math.isfinite(abs(a)) and math.isfinite(abs(b))):
             continue
-        if abs(a - b) > 1e-9 * max(1.0, abs(a), abs(b)):
+        if abs(a - b) >= max(rounding, 1e-9 * max(1.0, abs(a), abs(b))):
             return False
         agreed += 1
-        if agreed == 5:
+        if agreed == (5 if free else 1):
             return True
     return False
 
