@@ -12,7 +12,7 @@ python scripts/vtd.py --config recipes/demo_tuned.yaml --max_steps 10 --vtd_dist
 ```
 """
 
-from vtd_trl.train import main
+from vtd_trl.cli import main
 
 if __name__ == "__main__":
     main()

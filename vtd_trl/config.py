@@ -378,13 +378,27 @@ class VtDConfig(GRPOConfig):
             # GRPO refuses K = 1 because its advantages are statistics of each prompt's group. VtD's losses use none
             # (each completion is routed by its own verdict), so one completion per prompt is allowed. That check is
             # GRPOConfig's last but for vLLM importance sampling, which VtD does not use (no policy-gradient term).
-            if not (self.num_generations == 1 and "at least 2 generations" in str(error)):
+            k, batch = self.num_generations, self.generation_batch_size
+            if batch is not None and k and batch % k:  # GRPO names a field the user may never have set
+                raise ValueError(self._group_size_message()) from None
+            if not (k == 1 and "at least 2 generations" in str(error)):
                 raise
             if self.vllm_importance_sampling_correction:
                 raise ValueError(
                     "`vllm_importance_sampling_correction=True` with `num_generations=1`: VtD has no policy-gradient "
                     "term for the correction to act on. Set it to False."
                 ) from None
+
+    def _group_size_message(self) -> str:
+        k, batch, world = self.num_generations, self.generation_batch_size, self.world_size
+        fits = [d for d in range(1, min(batch, 64) + 1) if batch % d == 0]
+        return (
+            f"`num_generations={k}` (K completions per prompt) must divide the generation batch of {batch} "
+            f"completions: `per_device_train_batch_size={self.per_device_train_batch_size}` x {world} "
+            f"process{'' if world == 1 else 'es'} x `steps_per_generation={self.steps_per_generation}` (by default "
+            f"`gradient_accumulation_steps`, {self.gradient_accumulation_steps}). K values that fit: {fits}; or make "
+            f"per_device_train_batch_size a multiple of {k}."
+        )
 
     def _check_values(self) -> None:
         if isinstance(self.teacher_model_init_kwargs, str):

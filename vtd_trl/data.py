@@ -260,8 +260,8 @@ def _formatter(
 
 def _raise_row_error(source: str, index: int, reason: str) -> None:
     raise RowError(
-        f"{source} row {index} (counting from 0): {reason}. Fix the row, map your columns with columns=..., or pass "
-        "on_error='skip' to drop such rows."
+        f"{source} row {index} (counting from 0): {reason}. Fix the row, map your columns (--dataset_columns, "
+        "columns=...), or drop such rows (--dataset_on_error skip, on_error='skip')."
     )
 
 

@@ -2,6 +2,7 @@
 routes by, and the frozen teacher and DPO reference, placed as GRPO places its own reference model."""
 
 import copy
+import warnings
 
 import torch
 from accelerate import Accelerator
@@ -116,6 +117,37 @@ def check_columns(dataset, args: VtDConfig) -> None:
             f"`vtd_chosen_source='reference'` needs the column {args.vtd_reference_column!r} (columns: "
             f"{columns}). Add it, set `vtd_reference_column`, or use `vtd_chosen_source='sibling'`."
         )
+    if not hasattr(dataset, "__len__") or len(dataset) == 0:
+        return
+    rows, answer = len(dataset), args.vtd_answer_column
+    no_answer = sum(_blank(value) for value in dataset[answer])
+    if no_answer == rows:
+        raise ValueError(
+            f"Every one of the {rows} rows has an empty gold answer in {answer!r} (`vtd_answer_column`): no completion "
+            "could be verified, so VtD would train on nothing. Fill the column, or set `vtd_answer_column` to the one "
+            "that holds the answers."
+        )
+    if no_answer:
+        warnings.warn(
+            f"{no_answer} of {rows} rows have an empty gold answer in {answer!r}: their completions cannot be verified "
+            "and are skipped (counted in vtd/skip_fraction).",
+            stacklevel=3,
+        )
+    reads_reference = args.vtd_contrast_beta > 0 and args.vtd_chosen_source != "sibling"
+    if reads_reference and args.vtd_reference_column in columns:
+        no_reference = sum(_blank(value) for value in dataset[args.vtd_reference_column])
+        fallback = "" if args.vtd_chosen_source == "reference" else ", unless a correct sibling stands in"
+        if no_reference:
+            warnings.warn(
+                f"{no_reference} of {rows} rows have an empty reference in {args.vtd_reference_column!r}: their wrong "
+                f"completions will have no chosen sequence and no DPO pair{fallback} (counted in "
+                "vtd/no_chosen_fraction).",
+                stacklevel=3,
+            )
+
+
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def check_student(model, args: VtDConfig, peft_config, processing_class) -> None:

@@ -1,8 +1,8 @@
-"""What `scripts/vtd.py` runs, importable from your own code: the command line, dataset loading, the run summary,
-train / save / push, and the console the run prints.
+"""What `scripts/vtd.py` runs, importable from your own code: dataset loading, the run summary, train / save / push,
+and the console the run prints (the command line itself is `vtd_trl.cli`).
 
 ```python
-from vtd_trl.train import main
+from vtd_trl.cli import main
 
 main(["--config", "recipes/demo_tuned.yaml", "--max_steps", "10"])  # as `python scripts/vtd.py ...`
 ```
@@ -19,18 +19,12 @@ run(script_args, training_args, model_args)
 ```
 """
 
-import argparse
 import json
-import logging
 import math
 import os
-import shutil
-import textwrap
 import time
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +33,7 @@ from accelerate.utils import DistributedType
 from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
-from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
+from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from .config import VtDConfig
 from .data import load_vtd_dataset
@@ -277,8 +271,25 @@ def _fsdp_requested(training_args: VtDConfig) -> bool:
     return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" or bool(training_args.fsdp)
 
 
+@dataclass
+class Prepared:
+    """A run ready to train: its trainer, and what `train_and_save` needs after training."""
+
+    trainer: Any
+    script_args: VtDScriptArguments
+    tokenizer: Any
+    push_to_hub: bool
+    accuracy: dict
+    start: float
+
+
 def run(script_args: VtDScriptArguments, training_args: VtDConfig, model_args: ModelConfig):
     """Train with VtD, save, optionally push, and end with what was done and what to run next; returns the trainer."""
+    return train_and_save(prepare(script_args, training_args, model_args))
+
+
+def prepare(script_args: VtDScriptArguments, training_args: VtDConfig, model_args: ModelConfig) -> Prepared:
+    """Everything before training: the checks, the data, the run summary, the demo's first scores, the trainer."""
     from transformers import AutoTokenizer
     from transformers.integrations.deepspeed import deepspeed_config, is_deepspeed_zero3_enabled
 
@@ -331,19 +342,29 @@ def run(script_args: VtDScriptArguments, training_args: VtDConfig, model_args: M
         quantization_config=get_quantization_config(model_args),
     )
     use_console_log(trainer)
+    return Prepared(trainer, script_args, tokenizer, push_to_hub, accuracy, start)
+
+
+def train_and_save(prepared: Prepared):
+    """Train, save, write the model card, score the demo, push; print the end block; returns the trainer."""
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    trainer, script_args, training_args = prepared.trainer, prepared.script_args, prepared.trainer.args
+    state = PartialState()
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     state.wait_for_everyone()
     trainer.create_model_card(dataset_name=script_args.dataset_name)
 
-    if demo and state.is_main_process:
+    accuracy = prepared.accuracy
+    if script_args.dataset_name == DEMO and state.is_main_process:
         # A sharded student (ZeRO-3, FSDP) is whole only in its save: evaluated from there, on this process alone.
-        sharded = trainer.is_fsdp_enabled or zero3
+        sharded = trainer.is_fsdp_enabled or is_deepspeed_zero3_enabled()
         student = training_args.output_dir if sharded else trainer.accelerator.unwrap_model(trainer.model)
-        accuracy["after"] = demo_accuracy(student, tokenizer, script_args)
-    url = push(training_args) if push_to_hub and state.is_main_process else None
+        accuracy["after"] = demo_accuracy(student, prepared.tokenizer, script_args)
+    url = push(training_args) if prepared.push_to_hub and state.is_main_process else None
     if state.is_main_process:
-        print(end_block(script_args, training_args, time.perf_counter() - start, accuracy, url), flush=True)
+        print(end_block(script_args, training_args, time.perf_counter() - prepared.start, accuracy, url), flush=True)
     return trainer
 
 
@@ -469,130 +490,3 @@ def use_console_log(trainer) -> None:
     for callback in {PrinterCallback, ProgressCallback, DEFAULT_PROGRESS_CALLBACK}:
         trainer.remove_callback(callback)
     trainer.add_callback(ConsoleLog())
-
-
-def quiet_console() -> None:
-    """Silence three notices a run prints that say nothing about it (each one by its message, nothing else)."""
-    from transformers.utils import logging as hf_logging
-
-    # GRPOConfig sets `gradient_checkpointing`, which transformers 5 renames `activation_checkpointing`: the
-    # deprecation would show on every run, whatever the recipe says.
-    warnings.filterwarnings(
-        "ignore", message=r"`(is_)?gradient_checkpointing(_kwargs)?` is deprecated", category=FutureWarning
-    )
-    # DeepSpeed, when installed, is imported by transformers on every run and announces that it found no GPU.
-    logging.getLogger("DeepSpeed").addFilter(lambda record: not record.getMessage().startswith("Setting accelerator"))
-    hf_logging.disable_progress_bar()  # "Loading weights" for each model loaded, "Writing model shards" at the save
-
-
-# The command line: `--help` shows VtD's options and the most used training ones; `--help-all` every option.
-
-DESCRIPTION = """Train a student with Verification-then-Distillation (VtD): for each prompt the student samples K
-completions and each answer is verified; the teacher is distilled into the student on a correct completion, and a
-wrong one is contrasted (DPO) with a verified-correct sequence.
-
-  python scripts/vtd.py --config recipes/demo_tuned.yaml      # the offline demo: tiny models, CPU, about a minute
-  accelerate launch --config_file recipes/accelerate/zero3.yaml scripts/vtd.py --config recipes/qwen3_tuned.yaml
-  python scripts/vtd.py --config recipes/demo_tuned.yaml --max_steps 10 --vtd_contrast_beta 1.0  # flags override
-
-Docs: README.md, and docs/ one topic a page (docs/configuration.md: every VtD option, its default and meaning)."""
-
-HELP_MODEL = (
-    "model_name_or_path",
-    "model_revision",
-    "dtype",
-    "attn_implementation",
-    "use_peft",
-    "lora_r",
-    "lora_alpha",
-    "lora_target_modules",
-    "load_in_4bit",
-)
-HELP_TRAINING = (
-    "learning_rate",
-    "num_train_epochs",
-    "max_steps",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "num_generations",
-    "max_completion_length",
-    "temperature",
-    "use_vllm",
-    "vllm_mode",
-    "bf16",
-    "output_dir",
-    "logging_steps",
-    "push_to_hub",
-    "hub_model_id",
-    "report_to",
-    "seed",
-    "resume_from_checkpoint",
-)
-
-
-class _HelpAll(argparse.Action):
-    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
-        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        parser.print_help_all()
-        parser.exit()
-
-
-class VtDParser(TrlParser):
-    """The `TrlParser` of `scripts/vtd.py` (script, training and model arguments); parses as TrlParser does, only
-    its `--help` is shorter."""
-
-    def __init__(self):
-        super().__init__((VtDScriptArguments, VtDConfig, ModelConfig), description=DESCRIPTION)
-        self.add_argument("--help-all", action=_HelpAll, help="Show every option, with the inherited ones, and exit.")
-
-    def format_help(self) -> str:
-        sections = [
-            ("VtD (vtd_trl.VtDConfig)", list(VtDConfig.__annotations__)),
-            ("Data (vtd_trl.train.VtDScriptArguments)", list(VtDScriptArguments.__dataclass_fields__)),
-            ("Model (trl.ModelConfig, most used)", list(HELP_MODEL)),
-            ("Training (the most used of those VtDConfig inherits; all of them: --help-all)", list(HELP_TRAINING)),
-        ]
-        actions = {action.dest: action for action in self._actions if action.option_strings}
-        width = min(max(shutil.get_terminal_size().columns, 119), 140)  # never narrower than the code
-        lines = [f"usage: {self.prog} --config RECIPE.yaml [--option VALUE ...]", "", DESCRIPTION, "", "Recipe:"]
-        lines += _option("--config RECIPE.yaml", "YAML file of options (recipes/*.yaml); a flag overrides it.", width)
-        for title, dests in sections:
-            lines += ["", f"{title}:"]
-            for dest in dests:
-                action = actions[dest]
-                lines += _option(action.option_strings[0], _summary(action), width)
-        lines += ["", "  -h, --help    show this message and exit", "  --help-all    show every option and exit", ""]
-        return "\n".join(lines)
-
-    def print_help_all(self) -> None:
-        print(super().format_help())
-
-
-def _summary(action: argparse.Action) -> str:
-    """The first sentence of an option's help, and its default."""
-    text = " ".join((action.help or "").split())
-    end = next((i for i in range(len(text)) if text[i] == "." and text[i + 1 : i + 2] in ("", " ") and
-                not text[max(0, i - 3) : i + 1].endswith(("e.g.", "i.e.", "vs."))), len(text))  # fmt: skip
-    text = text[:end].rstrip(".")
-    if action.default not in (None, "", [], {}) and action.default is not argparse.SUPPRESS:
-        text += f" [{action.default}]"
-    return text
-
-
-def _option(flag: str, text: str, width: int, column: int = 38) -> list[str]:
-    """`flag` and its help wrapped in a column; a flag too long for its column gets a line of its own."""
-    indent = " " * column
-    head = f"  {flag}".ljust(column)
-    wrap = partial(textwrap.wrap, width=width, subsequent_indent=indent, break_on_hyphens=False)
-    if len(head) > column:
-        return [head.rstrip(), *wrap(text, initial_indent=indent)]
-    return wrap(text, initial_indent=head) or [head.rstrip()]
-
-
-def main(argv: list[str] | None = None):
-    """`scripts/vtd.py`: parse `--config` and the flags (`argv`, default `sys.argv`), train; returns the trainer."""
-    quiet_console()  # first: the deprecation warning fires while the arguments are parsed
-    script_args, training_args, model_args = VtDParser().parse_args_and_config(argv)
-    return run(script_args, training_args, model_args)
