@@ -167,12 +167,7 @@ def plot_accuracy(
             ax.set_xlim(*xlim)
             ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
             ax.grid(axis="x", alpha=0.3)
-            if row == 0:
-                ax.set_title(REGIME_TITLES.get(regime, regime), fontsize=9)
-            if col == 0:
-                ax.set_ylabel(f"{task} task", fontsize=9)
-            if row == len(tasks) - 1:
-                ax.set_xlabel("held-out greedy accuracy", fontsize=8)
+            label_panel(ax, row, col, len(tasks), task, regime, "held-out greedy accuracy")
     note = "dot: mean over seeds, bar: ± std, ticks: each seed; hollow: one run shared across regimes (the method"
     note += " reads no teacher or no reference)"
     if start is not None:
@@ -183,6 +178,16 @@ def plot_accuracy(
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=110)
     plt.close(fig)
+
+
+def label_panel(ax, row: int, col: int, rows: int, task: str, regime: str, xlabel: str) -> None:
+    """The regime over the top row, the task beside the first column, the x label under the bottom row."""
+    if row == 0:
+        ax.set_title(REGIME_TITLES.get(regime, regime), fontsize=9)
+    if col == 0:
+        ax.set_ylabel(f"{task} task", fontsize=9)
+    if row == rows - 1:
+        ax.set_xlabel(xlabel, fontsize=8)
 
 
 def plot_curves(tasks: list[tuple[str, dict]], order: list[str], highlight: str, output: Path) -> bool:
@@ -205,12 +210,7 @@ def plot_curves(tasks: list[tuple[str, dict]], order: list[str], highlight: str,
                     )
             ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
             ax.grid(alpha=0.3)
-            if row == 0:
-                ax.set_title(REGIME_TITLES.get(regime, regime), fontsize=9)
-            if col == 0:
-                ax.set_ylabel(f"{task} task", fontsize=9)
-            if row == len(tasks) - 1:
-                ax.set_xlabel("optimizer step", fontsize=8)
+            label_panel(ax, row, col, len(tasks), task, regime, "optimizer step")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
