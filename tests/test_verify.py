@@ -403,7 +403,7 @@ NOT_EQUIVALENT = [
     (r"\boxed{3.1426}", "3.1416"),
     (r"\boxed{125.663}", r"40\pi"),
     (r"\boxed{1/3, 1.732, 3.1416}", r"\frac13, \sqrt3, \pi"),
-    (r"\boxed{\frac13, \sqrt3, \pi}", "1/3, 1.733, 3.1416"),
+    (r"\boxed{\frac13, \sqrt3, \pi}", "1/3, 1.734, 3.1416"),
     (r"\boxed{x + \sqrt3 i}", "x + 1.414i"),
     (r"\boxed{8:34}", r"8:34 \text{ p.m.}"),
     ("B. x = 42", "C"),

@@ -1088,7 +1088,7 @@ def _numerically_equal(gold: str, gold_parsed: list, pred_parsed: list) -> bool:
     - A gold whose decimals all have four significant digits or more is rounded: an answer within one unit of its
       last digit matches it (`40\\pi` answers `125.663`, `\\frac13, \\sqrt3` answers `1/3, 1.732`), as
       `_within_precision` does for two plain numbers. A rounded answer to an exact gold stays wrong.
-    - An expression whose only variable is `i` is read with `i` as the imaginary unit (`1+2i` is `i(2-i)`).
+    - A variable `i` is the imaginary unit (`1+2i` is `i(2-i)`), as math-verify reads a standalone `i`.
     """
     import sympy
     from sympy.core.function import AppliedUndef
@@ -1105,11 +1105,12 @@ def _numerically_equal(gold: str, gold_parsed: list, pred_parsed: list) -> bool:
         return False
     if gold_item.atoms(AppliedUndef) or pred_item.atoms(AppliedUndef):
         return False
-    free = gold_item.free_symbols | pred_item.free_symbols
-    if free and {symbol.name for symbol in free} == {"i"}:
-        unit = {symbol: sympy.I for symbol in free}
-        return sympy.simplify(gold_item.subs(unit) - pred_item.subs(unit)) == 0
-    if gold_item.free_symbols != pred_item.free_symbols or not (free or rounding):
+    # Symbols by name (math-verify gives `x` real=True in one answer and not in the other), and `i` as the unit.
+    names = {symbol: sympy.I if symbol.name == "i" else sympy.Symbol(symbol.name) for symbol in gold_item.free_symbols}
+    names.update({s: sympy.I if s.name == "i" else sympy.Symbol(s.name) for s in pred_item.free_symbols})
+    unit = any(symbol.name == "i" for symbol in names)
+    gold_item, pred_item = gold_item.xreplace(names), pred_item.xreplace(names)
+    if gold_item.free_symbols != pred_item.free_symbols or not (gold_item.free_symbols or rounding or unit):
         return False
     return _agree(gold_item, pred_item, rounding or 0.0)
 
