@@ -7,6 +7,22 @@ equations, percentages) goes to math-verify in a worker subprocess that is kille
 pathological answer costs at most `timeout` seconds whatever the thread or process that asks, where math-verify's
 own signal-based timeouts work only in the main thread and cannot interrupt a long C-level integer operation.
 
+Choices where careful graders could differ, each tested in tests/test_verify.py:
+
+- Rounding is the gold's. A gold decimal whose digits (all of them, in a tuple or an expression) have four significant
+  figures or more is a rounded value: a more precise answer within one unit of its last digit matches it (`3.14159`
+  and `40\\pi` answer `3.1416` and `125.663`). Fewer significant figures, an answer no more precise than the gold
+  (`2` for `2.0001`), or a rounded decimal for an exact gold (`125.663` for `40\\pi`) are compared exactly; a decimal
+  against a fraction keeps math-verify's 6 decimals (`0.333333` answers `\\frac13`).
+- A repeating decimal is its fraction when it says so: `0.1\\overline{6}`, `0.1666 repeating`, or an ellipsis after
+  three of one digit (`0.333...`); the last repeated block repeats (`0.1666 repeating` is 1/6, `0.090909 repeating`
+  1/11) and digits with no repeated tail repeat whole (`0.142857 repeating` is 1/7). `0.1666` alone is 0.1666.
+- A digit, `e` and an integer (`3.54e-07`) is scientific notation, never Euler's number; `e-5` alone stays e - 5.
+- `2\\frac{5}{8}` and `1 1/2` are mixed numbers; `C. x = 42` is the choice C; `f(x) = 2x + 3` is `2x + 3`;
+  `forty-two` is 42; a time with a.m./p.m. or zero seconds is a time of day, while `7:32` stays a ratio.
+- Two expressions in the same variables that math-verify cannot prove equal are equal when they agree to 1e-9 at
+  five random points; a variable `i` is the imaginary unit there.
+
 This module imports only the standard library, so the worker can load it by path without importing the package.
 """
 
@@ -238,8 +254,10 @@ def extract_answer(text: str) -> str | None:
        the boxes joined to it by commas, "and" or "or", see [`boxed_answer`]), a GSM8K `#### ...` line, or a "final
        answer" sentence (`The final answer is $X$`, the Minerva `Final Answer: The final answer is $X$. I hope it is
        correct.`, `**Final Answer:** X`).
-    2. Else the last "the answer is X" or line-opening `Answer: X` / `**Answer:** X`.
-    3. Else the last math span (`$...$`, `\(...\)`, `\[...\]`) or the last number, whichever ends later.
+    2. Else the last "the answer is X" or line-opening `Answer: X` / `**Answer:** X` / `Answer is X`.
+    3. Else a completion that is nothing but an expression (`3+2`, `x^2+2x+1`, `(2,4)`, `odd`, `10 cm^2`) is its
+       own answer; prose is not (every word of two letters or more must be mathematics, `\sin` or `log`).
+    4. Else the last math span (`$...$`, `\(...\)`, `\[...\]`) or the last number, whichever ends later.
 
     When the completion closes a think block, only the text after the last `</think>` counts. A completion that opens
     `<think>` and never closes it has no answer (`None`): it was cut off while reasoning (usually at
