@@ -435,6 +435,7 @@ _FRACTION = re.compile(
 _CHOICE_WITH_REASON = re.compile(r"^\(?([A-E])\)?[.:)]\s+\S.*$", re.DOTALL)
 # `f(x) = 2x + 3` defines the function the problem asks for: its right side is the answer, as for `y = 2x + 3`.
 _FUNCTION_DEFINITION = re.compile(r"^[A-Za-z](?:\^\{?-1\}?)?\s*\(\s*[a-z]\s*\)\s*=(?!.*=)")
+_PLAIN_NUMBER = re.compile(r"[+-]?[0-9]{1,100}(?:\.[0-9]{1,100})?")
 _TRIG = re.compile(r"\\(?:sin|cos|tan|sec|csc|cot)\b")
 # `3.54e-07` is 3.54 times ten to the -7, not Euler's number minus 7 (a digit before the `e` and digits after it).
 _E_NOTATION = re.compile(r"(?<![\w.\\])([0-9]+(?:\.[0-9]*)?)[eE]([+-]?[0-9]{1,4})(?![\w.])")
@@ -522,7 +523,7 @@ def _sympy_to_latex(answer: str) -> str:
 
 def _rewrite_notation(answer: str) -> str:
     # Notations math-verify misreads or cannot read, rewritten in LaTeX it reads as the writer meant.
-    if ("**" in answer or _SYMPY_CALL.search(answer)) and "\\" not in answer:
+    if ("**" in answer or ("(" in answer and _SYMPY_CALL.search(answer))) and "\\" not in answer:
         answer = _sympy_to_latex(answer)
     if "e" in answer or "E" in answer:
         answer = _E_NOTATION.sub(lambda match: f"{match.group(1)}\\times 10^{{{match.group(2)}}}", answer)
@@ -574,6 +575,8 @@ def _number_in_words(answer: str) -> str | None:
 def _normalize(answer: str) -> str:
     if len(answer) > MAX_ANSWER_CHARS:
         return answer  # the pre-filter rejects it; normalizing a megabyte would only cost time
+    if _PLAIN_NUMBER.fullmatch(answer):
+        return answer  # the common case, `72` or `-3.5`, has nothing to normalize
     answer = _INVISIBLE.sub("", answer.translate(_UNICODE))
     answer = _strip_math_delimiters(answer)
     answer = _LATEX_THOUSANDS.sub(",", answer)
@@ -581,11 +584,14 @@ def _normalize(answer: str) -> str:
     answer = answer.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\%", "%")
     answer = _THIN_SPACE.sub(lambda match: match.group(1) or "", answer)
     answer = _WIDE_SPACE.sub(lambda match: match.group(1) or " ", answer)
-    # `45^\circ` is 45, but inside a trigonometric function a degree is pi/180 of a radian: sin(90° - x) is cos x.
-    answer = _DEGREES.sub(r"\\cdot\\frac{\\pi}{180}" if _TRIG.search(answer) else "", answer).strip()
-    answer = _rewrite_notation(answer)
-    answer = _CHOICE_WITH_REASON.sub(r"\1", answer)
-    answer = _FUNCTION_DEFINITION.sub("", answer)
+    if "circ" in answer or "degree" in answer:
+        # `45^\circ` is 45, but inside a trigonometric function a degree is pi/180 of a radian: sin(90° - x) is cos x.
+        answer = _DEGREES.sub(r"\\cdot\\frac{\\pi}{180}" if _TRIG.search(answer) else "", answer)
+    answer = _rewrite_notation(answer.strip())
+    if answer[:1] in "ABCDE(":
+        answer = _CHOICE_WITH_REASON.sub(r"\1", answer)
+    if "=" in answer:
+        answer = _FUNCTION_DEFINITION.sub("", answer)
     wrapped = _WRAPPER.fullmatch(answer)
     if wrapped:
         answer = wrapped.group(1).strip()
