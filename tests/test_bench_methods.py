@@ -44,6 +44,9 @@ def graded_by_hand(model, tokenizer, rows) -> float:
         ("sft", "strong/terse", 8, "additions"),
         ("vtd_k2_di_cw3_sibref_sibnll1", "imperfect/terse", 4, "groups"),
         ("kd_forward", "strong/think", 8, "groups"),
+        ("sdpo", "strong/think", 1, "additions"),
+        ("iw_opd", "imperfect/think", 8, "additions"),
+        ("gkd", "imperfect/terse", 8, "additions"),
     ],
 )
 def test_each_method_trains_at_the_budget_and_its_score_is_recomputed(name, regime, prompts_per_step, task, tmp_path):
@@ -59,10 +62,18 @@ def test_each_method_trains_at_the_budget_and_its_score_is_recomputed(name, regi
     assert trainer.args.per_device_train_batch_size == BUDGET.completions
     assert trainer.model.name_or_path == demo_model_path("student", task)
     # The task's own problems ("Tom has 4 bags of 7 coins. ..." on `groups`)
-    decode = trainer.processing_class.decode  # SFT's rows are tokenized
-    texts = [
-        row["prompt"][0]["content"] if "prompt" in row else decode(row["input_ids"]) for row in trainer.train_dataset
-    ]
+    decode = trainer.processing_class.decode  # SFT's rows are tokenized, IW-OPD's and GKD's are conversations
+
+    def text(row):
+        return (
+            row["prompt"][0]["content"]
+            if "prompt" in row
+            else row["messages"][0]["content"]
+            if "messages" in row
+            else decode(row["input_ids"])
+        )
+
+    texts = [text(row) for row in trainer.train_dataset]
     assert all((" bags of " in text) == (task == "groups") for text in texts)
     changed = [k for k, v in trainer.model.named_parameters() if not torch.equal(v, before[k])]
     assert len(changed) == len(before)  # every parameter moved
@@ -76,6 +87,15 @@ def test_each_method_trains_at_the_budget_and_its_score_is_recomputed(name, regi
     if name == "sft":  # trained on the terse references of the regime, as assistant turns
         text = trainer.processing_class.decode(trainer.train_dataset[0]["input_ids"])
         assert "The answer is" in text and "<think>\n\n</think>" in text  # the chat template's empty think block
+    if name == "gkd":  # the regime's references as the off-policy assistant turns
+        rows = demo_dataset("train", len(trainer.train_dataset), seed=0, reference_style=regime.split("/")[1])
+        assert [row["messages"][-1]["content"] for row in trainer.train_dataset] == rows["reference"]
+        assert "The answer is" in rows["reference"][0] and (trainer.lmbda, trainer.beta) == (0.5, 0.5)
+    if name == "iw_opd":  # prompts only: every completion is the student's own
+        assert all(row["messages"][-1]["role"] == "user" for row in trainer.train_dataset)
+        assert trainer.args.lmbda == 1.0 and trainer.args.distillation_objective == "iw_opd"
+    if name == "sdpo":  # its teacher is the student reprompted with a verified sibling
+        assert trainer.num_generations == 8 and trainer.state.log_history[-1]["self_distillation/reward_mean"] >= 0
     if methods.METHODS[name].uses_teacher:
         teacher = trainer.accelerator.unwrap_model(trainer.teacher_model)
         assert teacher.name_or_path == demo_model_path(methods.TEACHERS[regime.split("/")[0]], task)
@@ -94,6 +114,11 @@ def test_methods_that_ignore_an_axis_fill_its_columns_from_one_run():
     runs = methods.regime_runs(methods.METHODS["sft"], methods.REGIMES)
     assert runs == {r: "strong/" + r.split("/")[1] for r in methods.REGIMES}
     assert methods.regime_runs(methods.METHODS["vtd_seed"], methods.REGIMES) == {r: r for r in methods.REGIMES}
+    # SDPO reads neither (its teacher is the student itself), IW-OPD the teacher only, GKD both
+    assert set(methods.regime_runs(methods.METHODS["sdpo"], methods.REGIMES).values()) == {"strong/think"}
+    runs = methods.regime_runs(methods.METHODS["iw_opd"], methods.REGIMES)
+    assert runs == {r: r.split("/")[0] + "/think" for r in methods.REGIMES}
+    assert methods.regime_runs(methods.METHODS["gkd"], methods.REGIMES) == {r: r for r in methods.REGIMES}
 
 
 def test_written_references_are_the_teachers_verified_solutions():
@@ -162,3 +187,31 @@ def test_the_table_is_of_the_commands_seeds_and_learning_rates(tmp_path, monkeyp
     monkeypatch.setattr(sys, "argv", [*argv, "--steps", "7"])
     with pytest.raises(SystemExit):  # runs at another budget are not mixed
         methods.main()
+
+
+def test_the_curve_is_recorded_at_its_steps_and_ends_at_the_final_score():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from vtd_trl.demo.models import demo_model_path
+
+    budget = dataclasses.replace(BUDGET, steps=3)
+    result = methods.run("gkd", "strong/think", 0, 3e-4, budget, curve_every=2)
+    steps = [step for step, _ in result["curve"]]
+    assert steps == [0, 2, 3] and result["curve"][-1][1] == result["accuracy"]
+    student = demo_model_path("student")
+    start = methods.held_out_accuracy(
+        AutoModelForCausalLM.from_pretrained(student), AutoTokenizer.from_pretrained(student), BUDGET.eval_rows
+    )
+    assert result["curve"][0][1] == start  # step 0 is the untrained student on the same problems
+    assert "curve" not in methods.run("gkd", "strong/think", 0, 3e-4, budget, curve_every=0)
+
+
+@pytest.mark.parametrize("name", ["gkd", "vtd_k2_di_cw3_sibref_sibnll1"])
+def test_a_run_trains_the_same_with_its_curve(name, tmp_path):
+    """Greedy evaluation draws no random numbers: GKD's on/off-policy draws and VtD's samples are unchanged."""
+    models = []
+    for curve in (None, methods.curve_callback(1, BUDGET.eval_rows, "additions")):
+        trainer, _ = methods.train(name, "strong/think", 0, 3e-4, BUDGET, str(tmp_path), curve)
+        models.append(dict(trainer.model.named_parameters()))
+    assert [step for step, _ in curve.points] == [0, 1]
+    assert all(torch.equal(models[0][k], models[1][k]) for k in models[0])

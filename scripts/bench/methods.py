@@ -20,7 +20,16 @@ and temperature, the same learning-rate grid, and the same seeds. The student is
   `completions` prompts per step), `beta` 0 and 1 (1 is TRL's default);
 - `grpo`: TRL's `GRPOTrainer` with the correctness reward, K=8;
 - `sft`: TRL's `SFTTrainer` on the reference solutions (prompt-completion rows, loss on the completion only).
-  TRL's `DistillationTrainer` has no flag that adds an SFT term, so there is no "distillation + SFT" peer.
+  TRL's `DistillationTrainer` has no flag that adds an SFT term, so there is no "distillation + SFT" peer;
+- `sdpo`: TRL's `SDPOTrainer` (experimental), self-distillation with no external teacher: the student, reprompted
+  with a sibling completion the correctness reward verified, is the teacher of its own sampled tokens (an EMA copy,
+  reverse KL on the sampled tokens, its published defaults), K=8 as GRPO;
+- `iw_opd`: TRL's `IWOPDTrainer` (experimental), on-policy distillation with each sampled token's signal weighted by
+  the teacher-student discrepancy over its prefix (its defaults: gamma 0.5, reverse KL on the sampled tokens), one
+  completion per prompt as KD; top-p 1 as every other method samples;
+- `gkd`: TRL's `GKDTrainer` (experimental), each step on-policy with probability `lmbda` 0.5 (the student's own
+  completions) and otherwise on the references (off-policy), generalised JSD with `beta` 0.5 (its defaults), one
+  sequence per prompt.
 
 Regimes are the columns: the teacher (`strong`: the shipped 99.5% teacher; `imperfect`: the shipped 61.5% one) times
 the references (`think`: written in the student's own thinking-mode format; `terse`: one line of steps and "The
@@ -39,9 +48,16 @@ where they were not tuned.
     python scripts/bench/methods.py --methods kd_forward vtd_seed --regimes strong/think --seeds 0 --jobs 2
     python scripts/bench/methods.py --methods kd_forward sft --steps 100 --output methods_100_steps.json
     python scripts/bench/methods.py --task groups --methods kd_forward vtd_k2_di_cw3_sibref_sibnll1 --output groups.json
+    python scripts/bench/methods.py --methods sdpo iw_opd gkd --seeds 0 --learning-rates 1e-4 3e-4 --jobs 1 \
+        --output scripts/bench/results/methods_peers.json
 
 Prints a Markdown table (best learning rate of the grid per method and regime, mean ± std over seeds) and writes
-`--output` (JSON, every run) and the same table as Markdown (`--markdown`, by default next to `--output`).
+`--output` (JSON, every run) and the same table as Markdown (`--markdown`, by default next to `--output`). Each run in
+the JSON carries its learning curve, `curve`: `[step, accuracy]` at step 0 and every `--curve-every` steps on the same
+200 held-out problems (about 1.5 s a point on one CPU thread, left out of `train_seconds`), the last point being the
+final score; and `train_metrics`: what its trainer logged every 10 steps (`vtd/accuracy`, `vtd/distill_fraction`,
+`vtd/contrast_fraction` ... for VtD). Greedy evaluation draws no random numbers, so a run trains exactly as without
+its curve.
 """
 
 import argparse
@@ -69,19 +85,19 @@ WRITTEN_REGIMES = [f"{teacher}/{style}" for teacher in TEACHERS for style in WRI
 class Method:
     """One training method: which trainer, with which options."""
 
-    trainer: str  # "vtd", "kd", "grpo" or "sft"
+    trainer: str  # "vtd", "kd", "grpo", "sft", "sdpo", "iw_opd" or "gkd"
     options: dict = field(default_factory=dict)
     num_generations: int = 1
 
     @property
     def uses_teacher(self) -> bool:
-        return self.trainer in ("vtd", "kd")
+        return self.trainer in ("vtd", "kd", "iw_opd", "gkd")
 
     @property
     def uses_reference(self) -> bool:
         if self.trainer == "vtd":
             return self.options.get("vtd_contrast_beta", 0.1) > 0 and self.options["vtd_chosen_source"] != "sibling"
-        return self.trainer == "sft"
+        return self.trainer in ("sft", "gkd")
 
 
 def vtd(k: int, cw: float, di: bool = False, rkl: bool = False, chosen: str = "reference", **extra) -> Method:
@@ -97,6 +113,9 @@ METHODS = {
     "kd_reverse": Method("kd", {"beta": 1.0}),
     "grpo": Method("grpo", num_generations=8),
     "sft": Method("sft"),
+    "sdpo": Method("sdpo", num_generations=8),
+    "iw_opd": Method("iw_opd"),
+    "gkd": Method("gkd", {"lmbda": 0.5, "beta": 0.5}),
     "vtd_seed": vtd(8, 0.1),
     "vtd_k8_cw1": vtd(8, 1.0),
     "vtd_k8_di_cw3": vtd(8, 3.0, di=True),
@@ -232,11 +251,49 @@ def build_trainer(name: str, regime: str, seed: int, learning_rate: float, budge
             model=student, reward_funcs=correctness_reward, args=args, train_dataset=dataset,
             processing_class=tokenizer,
         )  # fmt: skip
+    if method.trainer in ("sdpo", "iw_opd", "gkd"):
+        return experimental_trainer(method, student, teacher, dataset, tokenizer, common, sampling)
     args = VtDConfig(**common, **sampling, num_generations=method.num_generations, **method.options)
     return VtDTrainer(
         model=student, teacher_model=teacher, args=args, train_dataset=dataset,
         processing_class=tokenizer,
     )  # fmt: skip
+
+
+def experimental_trainer(method: Method, student: str, teacher: str, dataset, tokenizer, common: dict, sampling: dict):
+    """TRL's experimental peers (`trl.experimental`), each with the rows its collator reads."""
+    from trl.experimental.gkd import GKDConfig, GKDTrainer
+    from trl.experimental.iw_opd import IWOPDConfig, IWOPDTrainer
+    from trl.experimental.sdpo import SDPOConfig, SDPOTrainer
+
+    from vtd_trl.rewards import correctness_reward
+
+    if method.trainer == "sdpo":  # no teacher: the reward picks the sibling the student is reprompted with
+        args = SDPOConfig(**common, **sampling, num_generations=method.num_generations, **method.options)
+        return SDPOTrainer(
+            model=student, reward_funcs=correctness_reward, args=args, train_dataset=dataset,
+            processing_class=tokenizer,
+        )  # fmt: skip
+    if method.trainer == "iw_opd":  # prompt-only conversations: every completion is the student's own
+        rows = dataset.map(lambda row: {"messages": row["prompt"]}, remove_columns=dataset.column_names)
+        args = IWOPDConfig(**common, **sampling, top_p=1.0, gradient_checkpointing=False, **method.options)
+        trainer = IWOPDTrainer(
+            model=student, teacher_model=teacher, args=args, train_dataset=rows, processing_class=tokenizer
+        )
+        # The Trainer counts the loss's tokens in the prompt-only rows, before the student samples: 0, and the loss
+        # is divided by it (-inf, NaN weights after one step). Not counting makes it the mean over the sampled tokens.
+        trainer.model_accepts_loss_kwargs = False
+        return trainer
+    # GKD: the reference as the assistant turn, the off-policy sequence when a step is not on-policy
+    rows = dataset.map(
+        lambda row: {"messages": row["prompt"] + [{"role": "assistant", "content": row["reference"]}]},
+        remove_columns=dataset.column_names,
+    )
+    args = GKDConfig(
+        **common, temperature=sampling["temperature"], max_new_tokens=sampling["max_completion_length"],
+        gradient_checkpointing=False, dataloader_drop_last=True, **method.options,
+    )  # fmt: skip
+    return GKDTrainer(model=student, teacher_model=teacher, args=args, train_dataset=rows, processing_class=tokenizer)
 
 
 def written_references(
@@ -273,27 +330,73 @@ def held_out_accuracy(model, tokenizer, rows: int, task: str = "additions") -> f
     return evaluate(model, tokenizer, demo_dataset("test", rows, task=task)).accuracy
 
 
-def train(name: str, regime: str, seed: int, learning_rate: float, budget: Budget, output_dir: str):
-    """Trains one method in one regime; returns the trainer and its training time in seconds."""
+def curve_callback(every: int, rows: int, task: str):
+    """A callback that records held-out greedy accuracy on `rows` problems at step 0 and every `every` steps but the
+    last (that point is the final score) in `points`, and the seconds those evaluations took in `seconds`."""
+    from transformers import TrainerCallback
+
+    class HeldOutCurve(TrainerCallback):
+        def __init__(self):
+            self.points, self.seconds = [], 0.0
+
+        def record(self, state, model, processing_class):
+            start = time.perf_counter()
+            self.points.append([state.global_step, held_out_accuracy(model, processing_class, rows, task)])
+            self.seconds += time.perf_counter() - start
+
+        def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
+            self.record(state, model, processing_class)
+
+        def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+            if state.global_step % every == 0 and state.global_step < state.max_steps:
+                self.record(state, model, processing_class)
+
+    return HeldOutCurve()
+
+
+def train(name: str, regime: str, seed: int, learning_rate: float, budget: Budget, output_dir: str, curve=None):
+    """Trains one method in one regime; returns the trainer and its training time in seconds (the curve's
+    evaluations left out)."""
     from transformers import PrinterCallback
 
     trainer = build_trainer(name, regime, seed, learning_rate, budget, output_dir)
     trainer.remove_callback(PrinterCallback)  # one JSON line per run is printed instead
+    if curve is not None:
+        trainer.add_callback(curve)
     start = time.perf_counter()
     trainer.train()
-    return trainer, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    return trainer, seconds - getattr(curve, "seconds", 0.0)
 
 
-def run(name: str, regime: str, seed: int, learning_rate: float, budget: Budget) -> dict:
-    """Trains one method in one regime and scores the student on the held-out problems."""
+def train_metrics(log_history: list[dict]) -> list[dict]:
+    """What the trainer logged every `logging_steps`: its numbers, rounded, with their step."""
+    return [
+        {key: round(value, 4) for key, value in entry.items() if isinstance(value, (int, float)) and key != "epoch"}
+        for entry in log_history
+        if "train_runtime" not in entry
+    ]
+
+
+def run(
+    name: str,
+    regime: str,
+    seed: int,
+    learning_rate: float,
+    budget: Budget,
+    curve_every: int = 10,
+) -> dict:
+    """Trains one method in one regime and scores the student on the held-out problems; with `curve_every`, records
+    its learning curve on the same problems."""
     import torch
 
     torch.set_num_threads(1)
+    curve = curve_callback(curve_every, budget.eval_rows, budget.task) if curve_every else None
     with tempfile.TemporaryDirectory() as output_dir:
-        trainer, seconds = train(name, regime, seed, learning_rate, budget, output_dir)
+        trainer, seconds = train(name, regime, seed, learning_rate, budget, output_dir, curve)
         model = trainer.accelerator.unwrap_model(trainer.model)
         accuracy = held_out_accuracy(model, trainer.processing_class, budget.eval_rows, budget.task)
-    return {
+    result = {
         "method": name,
         "regime": regime,
         "seed": seed,
@@ -303,6 +406,9 @@ def run(name: str, regime: str, seed: int, learning_rate: float, budget: Budget)
         "steps": trainer.state.global_step,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    if curve is not None:
+        result["curve"] = curve.points + [[trainer.state.global_step, accuracy]]
+    return {**result, "train_metrics": train_metrics(trainer.state.log_history)}
 
 
 def summarize(results: list[dict], methods: list[str], regimes: list[str]) -> list[dict]:
@@ -372,6 +478,7 @@ def main():
     parser.add_argument("--completions", type=int, default=Budget.completions, help="Sequences per step.")
     parser.add_argument("--temperature", type=float, default=Budget.temperature, help="Sampling temperature.")
     parser.add_argument("--task", default=Budget.task, choices=TASKS, help="The demo task and its shipped models.")
+    parser.add_argument("--curve-every", type=int, default=10, help="Steps between learning-curve points; 0: none.")
     parser.add_argument("--jobs", type=int, default=2, help="Runs in parallel, one torch thread each.")
     parser.add_argument("--output", default="methods.json", help="JSON of every run.")
     parser.add_argument("--resume", action="store_true", help="Keep the runs already in --output, run the rest.")
@@ -414,11 +521,11 @@ def main():
             json.dump({"budget": budget.__dict__, "results": results}, f, indent=1)
 
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run, *key, budget) for key in todo]
+        futures = [pool.submit(run, *key, budget, args.curve_every) for key in todo]
         for future in futures:
             results.append(future.result())
             save()
-            print(json.dumps(results[-1]), flush=True)
+            print(json.dumps({k: v for k, v in results[-1].items() if k != "train_metrics"}), flush=True)
     wall = time.perf_counter() - start
 
     header = (
