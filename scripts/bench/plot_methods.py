@@ -7,10 +7,13 @@ teacher or no reference ran once for the regimes it ignores: those dots are holl
 in every panel (best mean over the first file's regimes on top) and VtD is in red.
 
 When the runs carry learning curves (`"curve": [[step, accuracy], ...]`), a second figure draws them, mean over
-seeds at the same learning rate, next to the first (`methods_curves.png`); without curves it is skipped.
+seeds at the same learning rate with a band of ± one standard deviation, next to the first (`methods_curves.png`);
+without curves it is skipped.
 
     python scripts/bench/plot_methods.py                       # docs/images/methods.png from the two demo tasks
     python scripts/bench/plot_methods.py --inputs my_runs.json --output my_runs.png --methods kd_forward vtd_seed
+    python scripts/bench/plot_methods.py --inputs scripts/bench/results/methods_peers.json \
+        --output docs/images/methods_peers.png --methods kd_forward vtd_k2_di_cw3_sibref_sibnll1 sdpo iw_opd gkd
 """
 
 import argparse
@@ -37,6 +40,9 @@ LABELS = {
     "sft": "SFT on the references (TRL SFTTrainer)",
     "vtd_seed": "VtD as published (K=8, contrast 0.1)",
     TUNED: "VtD tuned (recipes/*_tuned.yaml)",
+    "sdpo": "SDPO, self-distillation (TRL SDPOTrainer)",
+    "iw_opd": "IW-OPD (TRL IWOPDTrainer)",
+    "gkd": "GKD, half on the references (TRL GKDTrainer)",
 }
 REGIME_TITLES = {
     "strong/think": "strong teacher\nreferences in the student's format",
@@ -45,12 +51,14 @@ REGIME_TITLES = {
     "imperfect/terse": "imperfect teacher\nterse references",
 }
 PEER_COLOR, VTD_COLOR, HIGHLIGHT_COLOR = "#7f93ab", "#e0857b", "#c0392b"
+# Curves: one colour per peer, so that several peers read apart in one panel
+CURVE_COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#bcbd22", "#7f7f7f"]
 
 
 def aggregate(results: list[dict], seeds: list[int] | None = None) -> dict[tuple[str, str], dict]:
     """Per (method, regime) that ran: the learning rate with the best mean over seeds, its mean, sample standard
-    deviation, per-seed accuracies (in seed order) and mean curve. Only learning rates run on as many seeds as the
-    most complete one compete, so that every mean is over the same seeds."""
+    deviation, per-seed accuracies (in seed order), mean curve and the curves' standard deviation at each step. Only
+    learning rates run on as many seeds as the most complete one compete, so that every mean is over the same seeds."""
     groups: dict[tuple[str, str], dict[float, list[dict]]] = {}
     for run in results:
         if seeds is None or run["seed"] in seeds:
@@ -68,17 +76,27 @@ def aggregate(results: list[dict], seeds: list[int] | None = None) -> dict[tuple
             "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
             "seeds": scores,
             "curve": mean_curve([r["curve"] for r in runs if r.get("curve")]),
+            "curve_std": curve_std([r["curve"] for r in runs if r.get("curve")]),
         }
     return cells
 
 
 def mean_curve(curves: list[list[list[float]]]) -> list[tuple[float, float]] | None:
     """The mean accuracy at each step that every curve has; None without curves."""
+    return curve_statistic(curves, statistics.mean)
+
+
+def curve_std(curves: list[list[list[float]]]) -> list[tuple[float, float]] | None:
+    """The standard deviation over the curves (0 for one) at each step that every curve has; None without curves."""
+    return curve_statistic(curves, statistics.stdev if len(curves) > 1 else lambda values: 0.0)
+
+
+def curve_statistic(curves: list[list[list[float]]], statistic) -> list[tuple[float, float]] | None:
     if not curves:
         return None
     steps = set.intersection(*({step for step, _ in curve} for curve in curves))
     points = [dict((step, acc) for step, acc in curve) for curve in curves]
-    return [(step, statistics.mean(p[step] for p in points)) for step in sorted(steps)]
+    return [(step, statistic([p[step] for p in points])) for step in sorted(steps)]
 
 
 def fill_regimes(cells: dict[tuple[str, str], dict], methods: list[str]) -> dict[tuple[str, str], dict]:
@@ -197,6 +215,8 @@ def plot_curves(tasks: list[tuple[str, dict]], order: list[str], highlight: str,
     fig, axes = plt.subplots(
         len(tasks), len(REGIMES), figsize=(15, 1.1 + 2.6 * len(tasks)), sharey=True, squeeze=False
     )
+    peers = [m for m in order if not m.startswith("vtd")]
+    colors = {m: color(m, highlight) if m.startswith("vtd") else CURVE_COLORS[peers.index(m) % 7] for m in order}
     for row, (task, cells) in enumerate(tasks):
         for col, regime in enumerate(REGIMES):
             ax = axes[row][col]
@@ -204,16 +224,22 @@ def plot_curves(tasks: list[tuple[str, dict]], order: list[str], highlight: str,
                 cell = cells.get((method, regime))
                 if cell and cell.get("curve"):
                     steps, accuracy = zip(*cell["curve"])
-                    width = 2.0 if method == highlight else 1.0
-                    ax.plot(
-                        steps, accuracy, color=color(method, highlight), lw=width, label=LABELS.get(method, method)
-                    )
+                    std = [value for _, value in cell["curve_std"]]
+                    width = 2.0 if method == highlight else 1.2
+                    style = "--" if cell["shared"] else "-"  # one run standing for the regimes it ignores
+                    label = LABELS.get(method, method)
+                    ax.plot(steps, accuracy, style, color=colors[method], lw=width, marker=".", label=label)
+                    low, high = [a - s for a, s in zip(accuracy, std)], [a + s for a, s in zip(accuracy, std)]
+                    ax.fill_between(steps, low, high, color=colors[method], alpha=0.15, lw=0)
             ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
             ax.grid(alpha=0.3)
             label_panel(ax, row, col, len(tasks), task, regime, "optimizer step")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    note = "line: mean over seeds at the learning rate with the best final mean; band: ± one standard deviation;"
+    note += " dashed: one run shared across regimes (the method reads no teacher or no reference)"
+    fig.text(0.5, 0.005, note, ha="center", fontsize=8, color="dimgray")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(output, dpi=110)
     plt.close(fig)
     return True
