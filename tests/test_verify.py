@@ -285,6 +285,10 @@ EQUIVALENT = [
     ("C. x = 42", "C"),
     (r"\boxed{f(x) = 2x + 3}", "y = 2x + 3"),
     (r"\boxed{\sqrt[3]8}", "2"),
+    # the answer tags of R1-style prompts, and the empty set's two symbols
+    ("<think>x is 1</think><answer>x^2+1</answer>", "x^2+1"),
+    (r"<think>...</think>\n<answer>The answer is $\frac{1}{2}$</answer>", "0.5"),
+    (r"\boxed{\emptyset}", r"\varnothing"),
     # a whole number in words, and a line opening "Answer is"
     (r"\boxed{42}", "forty-two"),
     ("Answer is forty two.", "42"),
@@ -397,7 +401,7 @@ NOT_EQUIVALENT = [
     # two SymPy equations with equal right sides are not equal (math-verify compares their last arguments)
     ("Eq(x**2/16 + y**2/12, 1)", "Eq(x**2/4 + y**2/3, 1)"),
     (r"\boxed{Eq(x**2/16 + y**2/12, 1)}", r"\frac{x^2}{4}+\frac{y^2}{3}=1"),
-    # rounding is the gold's: a less precise answer, a gold of three significant digits, a rounded answer to an exact gold
+    # the gold's rounding: a less precise answer, a gold of 3 significant digits, a rounded answer to an exact gold
     (r"\boxed{2}", "2.0001"),
     (r"\boxed{3.14159}", "3.15"),
     (r"\boxed{3.1426}", "3.1416"),
@@ -407,6 +411,7 @@ NOT_EQUIVALENT = [
     (r"\boxed{x + \sqrt3 i}", "x + 1.414i"),
     (r"\boxed{8:34}", r"8:34 \text{ p.m.}"),
     ("B. x = 42", "C"),
+    ("<answer>42</answer> or maybe 43", "43"),
     (r"\boxed{42}", "forty-three"),
     (r"\boxed{1}", "one half"),
 ]

@@ -1,4 +1,4 @@
-"""`vtd_trl.verify` on other graders' test cases (tests/data/graders/), labelled with a careful human grader's verdict."""
+"""`vtd_trl.verify` on other graders' test cases (tests/data/graders/), labelled with a careful grader's verdict."""
 
 import json
 from collections import Counter

@@ -70,10 +70,13 @@ _GSM8K_ANSWER = re.compile(r"####[ \t]*((?=\**[ \t]*[-+−$\\.0-9])[^\n]*)")
 _FINAL_ANSWER = re.compile(r"final answer[ \t]*\**[ \t]*(?:is|:)[ \t]*\**[ \t]*:?[ \t]*([^\n]*)", re.IGNORECASE)
 # "The answer is ...", or "Answer: ..." / "**Answer:** ..." / "Answer is ..." opening a line.
 _ANSWER = re.compile(
-    r"(?:the answer[ \t]*\**[ \t]*(?:is|:)|(?:^|(?<=\n))[ \t>#]*\**[ \t]*answer[ \t]*\**[ \t]*(?::|is\b))[ \t]*\**[ \t]*:?[ \t]*"
+    r"(?:the answer[ \t]*\**[ \t]*(?:is|:)|(?:^|(?<=\n))[ \t>#]*\**[ \t]*answer[ \t]*\**[ \t]*(?::|is\b))"
+    r"[ \t]*\**[ \t]*:?[ \t]*"
     r"([^\n]*)",
     re.IGNORECASE,
 )
+# The answer tags of R1-style prompts: `<think>...</think><answer>...</answer>`.
+_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<!\\)[.!?](?:\s|$)|(?<=\$),|\s+I hope\b")
 _LAST_NUMBER = re.compile(
     r"(?:(?<![\w)])[-−])?(?<![A-Za-z_])"
@@ -251,9 +254,10 @@ def extract_answer(text: str) -> str | None:
     The rules, in order (README, "Extraction rules", has the table and the reasons):
 
     1. A stated final answer, the last one in the text whatever its form: the last well-formed `\boxed{...}` (with
-       the boxes joined to it by commas, "and" or "or", see [`boxed_answer`]), a GSM8K `#### ...` line, or a "final
-       answer" sentence (`The final answer is $X$`, the Minerva `Final Answer: The final answer is $X$. I hope it is
-       correct.`, `**Final Answer:** X`).
+       the boxes joined to it by commas, "and" or "or", see [`boxed_answer`]), a GSM8K `#### ...` line, an
+       `<answer>...</answer>` tag (its content read by rules 2 to 4), or a "final answer" sentence (`The final
+       answer is $X$`, the Minerva `Final Answer: The final answer is $X$. I hope it is correct.`,
+       `**Final Answer:** X`).
     2. Else the last "the answer is X" or line-opening `Answer: X` / `**Answer:** X` / `Answer is X`.
     3. Else a completion that is nothing but an expression (`3+2`, `x^2+2x+1`, `(2,4)`, `odd`, `10 cm^2`) is its
        own answer; prose is not (every word of two letters or more must be mathematics, `\sin` or `log`).
@@ -308,6 +312,8 @@ def _stated_answer(text: str) -> str | None:
             stated.append((match.start(), _strip_math_delimiters(parts[0].strip().strip("*").strip())))
     for match in _FINAL_ANSWER.finditer(text, after) if "answer" in tail.lower() else ():
         stated.append((match.start(), _sentence_answer(match.group(1))))
+    for match in _ANSWER_TAG.finditer(text, after) if "</answer>" in tail else ():
+        stated.append((match.start(), _unstated_answer(match.group(1).strip())))  # `<answer>x^2+1</answer>`
     # A sentence that names no answer is passed over; an empty last box (`\boxed{}`) is a stated answer of nothing.
     stated = [(position, answer) for position, answer in stated if answer is not None]
     return max(stated, key=lambda candidate: candidate[0])[1] if stated else None
@@ -422,7 +428,8 @@ _INTEGER = re.compile(r"([+-]?)([0-9]{1,100})")
 _DECIMAL = re.compile(r"([+-]?)([0-9]{0,100})\.([0-9]{0,100})")
 # A mixed number, as MATH writes one: `2\frac{5}{8}`, `1\frac12`, `1 1/2`.
 _MIXED = re.compile(
-    r"([+-]?)([0-9]{1,100})(?:\s*\\frac\s*\{\s*([0-9]{1,100})\s*\}\s*\{\s*([0-9]{1,100})\s*\}|\s*\\frac\s*([0-9])([0-9])"
+    r"([+-]?)([0-9]{1,100})(?:\s*\\frac\s*\{\s*([0-9]{1,100})\s*\}\s*\{\s*([0-9]{1,100})\s*\}"
+    r"|\s*\\frac\s*([0-9])([0-9])"
     r"|\s+([0-9]{1,100})\s*/\s*([0-9]{1,100}))"
 )
 _FRACTION = re.compile(
@@ -485,9 +492,9 @@ def _repeating_decimal(match: re.Match) -> str:
 
 
 def _sympy_to_latex(answer: str) -> str:
-    # `Eq(a, b)` -> `a = b`, `sqrt(x)` -> `\sqrt{x}`, `Rational(a, b)` -> `\frac{a}{b}`, `**` -> `^`: math-verify's LaTeX
-    # parser reads `Eq(a, b)` as a tuple and compares its last element, so any two equations with equal right sides
-    # would match.
+    # `Eq(a, b)` -> `a = b`, `sqrt(x)` -> `\sqrt{x}`, `Rational(a, b)` -> `\frac{a}{b}`, `**` -> `^`: math-verify's
+    # LaTeX parser reads `Eq(a, b)` as a tuple and compares its last element, so any two equations with equal right
+    # sides would match.
     answer = answer.replace("**", "^")
     for _ in range(20):
         call = _SYMPY_CALL.search(answer)
@@ -582,6 +589,7 @@ def _normalize(answer: str) -> str:
     answer = _LATEX_THOUSANDS.sub(",", answer)
     answer = answer.replace("\\$", "").replace("$", "").replace("{,}", ",")
     answer = answer.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\%", "%")
+    answer = answer.replace("\\varnothing", "\\emptyset")
     answer = _THIN_SPACE.sub(lambda match: match.group(1) or "", answer)
     answer = _WIDE_SPACE.sub(lambda match: match.group(1) or " ", answer)
     if "circ" in answer or "degree" in answer:
