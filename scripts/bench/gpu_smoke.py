@@ -5,7 +5,7 @@ Qwen3's 151,936 rows; tokens the tokenizer does not have are suppressed in sampl
 for `--steps` optimizer steps with transformers generation and short completions, then prints step time, completion
 tokens per second and peak GPU memory as a Markdown table (and JSON, `--output`).
 
-    python scripts/bench/gpu_smoke.py --backends liger chunked
+    python scripts/bench/gpu_smoke.py --backends trl chunked liger
 
 The server-teacher leg (`gpu_smoke.sh` runs it when vLLM is installed) saves a shallower teacher-shaped model, serves
 it with `vllm serve`, and runs the same steps with its top-k log-probs, beside the local teacher at the same k:
@@ -17,8 +17,10 @@ it with `vllm serve`, and runs the same steps with its top-k log-probs, beside t
 """
 
 import argparse
+import gc
 import json
 import os
+import sys
 import tempfile
 import time
 
@@ -26,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import torch  # noqa: E402
-from _report import report  # noqa: E402
+from _report import report, write_json  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForCausalLM, Qwen3Config  # noqa: E402
 
@@ -60,9 +62,58 @@ def qwen3_shaped(tokenizer, shape: dict, seed: int, device: str):
         return AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
 
 
+def train(args, backend: str, shapes: dict, tokenizer, teacher, rows: list[dict]) -> dict:
+    """`--steps` VtD steps of a fresh student with `backend`: its mean step time after the first, completion tokens per
+    second, peak GPU memory and losses."""
+    device = "cpu" if args.cpu_dry_run else "cuda"
+    student = qwen3_shaped(tokenizer, shapes["student"], seed=0, device=device)
+    topk = backend.startswith("topk")
+    config = VtDConfig(
+        output_dir=tempfile.mkdtemp(),
+        num_generations=args.k,
+        per_device_train_batch_size=args.prompts * args.k,
+        max_completion_length=args.length,
+        generation_kwargs={"suppress_tokens": list(range(len(tokenizer), QWEN3_VOCAB))},
+        max_steps=args.steps,
+        learning_rate=1e-6,
+        bf16=not args.cpu_dry_run,
+        use_cpu=args.cpu_dry_run,
+        gradient_checkpointing=True,
+        vtd_distill_backend="auto" if topk else backend,
+        vtd_distill_top_k=args.top_k if topk else None,
+        teacher_server_url=args.teacher_server if backend == "topk-server" else None,
+        vtd_distill_incorrect=True,  # random models are never right: distil every completion, DPO on all
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+    )
+    trainer = VtDTrainer(
+        model=student,
+        teacher_model=None if backend == "topk-server" else teacher,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        teacher_processing_class=None if backend == "topk-server" else tokenizer,
+    )
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    trainer.train()
+    elapsed = time.perf_counter() - start
+    logs = [h for h in trainer.state.log_history if "step_time" in h]
+    tokens = sum(h["completions/mean_length"] * args.prompts * args.k for h in logs)
+    return {
+        "backend": backend,
+        "step_s": sum(h["step_time"] for h in logs[1:]) / max(1, len(logs) - 1),
+        "completion_tokens_per_s": tokens / elapsed,
+        "peak_gb": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan"),
+        "loss": [h["loss"] for h in trainer.state.log_history if "loss" in h],
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backends", nargs="+", default=["liger", "chunked"])
+    parser.add_argument("--backends", nargs="+", default=["trl", "chunked", "liger"])
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--prompts", type=int, default=2)
     parser.add_argument("--k", type=int, default=8)
@@ -94,57 +145,19 @@ def main():
          "reference": f"{a}+{a + 7}={2 * a + 7}. \\boxed{{{2 * a + 7}}}"}
         for a in range(args.prompts * args.steps)
     ]  # fmt: skip
-    unused_ids = list(range(len(tokenizer), QWEN3_VOCAB))
     results = []
     for backend in args.backends:
-        student = qwen3_shaped(tokenizer, shapes["student"], seed=0, device=device)
-        config = VtDConfig(
-            output_dir=tempfile.mkdtemp(),
-            num_generations=args.k,
-            per_device_train_batch_size=args.prompts * args.k,
-            max_completion_length=args.length,
-            generation_kwargs={"suppress_tokens": unused_ids},
-            max_steps=args.steps,
-            learning_rate=1e-6,
-            bf16=not args.cpu_dry_run,
-            use_cpu=args.cpu_dry_run,
-            gradient_checkpointing=True,
-            vtd_distill_backend=backend if backend in ("liger", "chunked") else "auto",
-            vtd_distill_top_k=args.top_k if backend.startswith("topk") else None,
-            teacher_server_url=args.teacher_server if backend == "topk-server" else None,
-            vtd_distill_incorrect=True,  # random models are never right: distil every completion, DPO on all
-            logging_steps=1,
-            report_to=[],
-            save_strategy="no",
-        )
-        trainer = VtDTrainer(
-            model=student,
-            teacher_model=None if backend == "topk-server" else teacher,
-            args=config,
-            train_dataset=Dataset.from_list(rows),
-            processing_class=tokenizer,
-            teacher_processing_class=None if backend == "topk-server" else tokenizer,
-        )
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
-        trainer.train()
-        elapsed = time.perf_counter() - start
-        logs = [h for h in trainer.state.log_history if "step_time" in h]
-        tokens = sum(h["completions/mean_length"] * args.prompts * args.k for h in logs)
-        results.append(
-            {
-                "backend": backend,
-                "step_s": sum(h["step_time"] for h in logs[1:]) / max(1, len(logs) - 1),
-                "completion_tokens_per_s": tokens / elapsed,
-                "peak_gb": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan"),
-                "loss": [h["loss"] for h in trainer.state.log_history if "loss" in h],
-            }
-        )
+        try:
+            results.append(train(args, backend, shapes, tokenizer, teacher, rows))
+        except Exception as error:  # a failed backend is reported, the others still run
+            print(f"{backend} failed: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+            continue
+        finally:
+            gc.collect()
+            if device == "cuda":
+                torch.cuda.empty_cache()
         print(json.dumps(results[-1]), flush=True)
-        del trainer, student
-        if device == "cuda":
-            torch.cuda.empty_cache()
+        write_json(args.output, results)  # an interrupted run keeps its backends
 
     machine = torch.cuda.get_device_name() if device == "cuda" else "CPU dry run"
     models = "tiny student and teacher" if args.cpu_dry_run else "student 1.7B-shaped, teacher 8B-shaped"

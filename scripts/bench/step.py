@@ -1,4 +1,4 @@
-"""Benchmark: one optimizer step of VtDTrainer vs GRPOTrainer vs TRL's DistillationTrainer on CPU.
+"""Benchmark: one optimizer step of VtDTrainer vs GRPOTrainer vs TRL's DistillationTrainer, on CPU or one GPU.
 
 The three trainers get the same tiny Qwen3-architecture student and teacher (built from configs, with a vocabulary
 padded to `--vocab` so the LM head costs what it costs at scale), the same prompts, the same K, and completions of
@@ -20,7 +20,15 @@ and `--length`, a fraction `--cut-fraction` (0.2) cut at `--length`: thinking-mo
 them in micro-batches of `--micro-batch` rows; "untrimmed" runs the same with every micro-batch padded to the whole
 generation batch's width, as before VtD trimmed each micro-batch to its own longest row.
 
+`--device cuda` builds the models of `gpu_smoke.py` instead, at Qwen3-1.7B (student) and Qwen3-8B (teacher) shapes
+with random bf16 weights, trains with bf16 and gradient checkpointing, and adds each setup's peak GPU memory
+(`torch.cuda.max_memory_allocated`); by default it runs the four setups that compare the trainers. `--cpu-dry-run`
+runs that path at tiny shapes on CPU, to check the script itself.
+
     python scripts/bench/step.py            # about 10 minutes on 2 cores
+    python scripts/bench/step.py --device cuda --prompts 2 --k 8 --length 128 --steps 1    # 16 x 128, ~1.5 min
+    python scripts/bench/step.py --device cuda --prompts 4 --k 8 --length 512 --steps 1 \
+        --setups DistillationTrainer "VtDTrainer (half correct)"                              # 32 x 512, ~2 min
     python scripts/bench/step.py --setups "VtDTrainer (spread lengths)" "VtDTrainer (spread lengths, untrimmed)"
     python scripts/bench/step.py --isolate --setups DistillationTrainer "VtDTrainer (teacher per generation batch)" \
         "VtDTrainer (teacher per micro-batch)" "VtDTrainer (top-k, local teacher)" "VtDTrainer (top-k, teacher server)"
@@ -29,6 +37,8 @@ Prints a Markdown table and the ratios, and writes JSON (`--output`).
 """
 
 import argparse
+import functools
+import gc
 import json
 import os
 import resource
@@ -39,14 +49,16 @@ import time
 from collections import defaultdict
 from contextlib import ExitStack, contextmanager, nullcontext
 from statistics import median
+from types import SimpleNamespace
 from unittest import mock
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import torch  # noqa: E402
-from _report import report  # noqa: E402
+from _report import report, write_json  # noqa: E402
 from datasets import Dataset  # noqa: E402
+from gpu_smoke import QWEN3_VOCAB, SHAPES, TINY, qwen3_shaped  # noqa: E402
 from trl import DistillationConfig, DistillationTrainer, GRPOConfig, GRPOTrainer  # noqa: E402
 
 from vtd_trl import VtDConfig, VtDTrainer  # noqa: E402
@@ -56,6 +68,16 @@ from vtd_trl.demo.tokenizer import build_char_tokenizer  # noqa: E402
 from vtd_trl.packing import Batch, hidden_states  # noqa: E402
 from vtd_trl.rewards import correctness_reward  # noqa: E402
 
+# GRPOTrainer first: it needs no teacher, which is built at the first setup that does and then stays resident
+GPU_SETUPS = ["GRPOTrainer", "DistillationTrainer", "VtDTrainer (half correct)", "VtDTrainer (distill all + DPO)"]
+
+
+def clock() -> float:
+    """Seconds, after the GPU's queued work is done (CUDA runs asynchronously)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
 
 def timed(trainer_cls):
     """A subclass of `trainer_cls` that records where each training step spends its time."""
@@ -64,17 +86,17 @@ def timed(trainer_cls):
         timings = defaultdict(list)
 
         def _generate_and_score_completions(self, inputs):
-            start = time.perf_counter()
+            start = clock()
             output = super()._generate_and_score_completions(inputs)
-            self.timings["generation"].append((self.state.global_step, time.perf_counter() - start))
+            self.timings["generation"].append((self.state.global_step, clock() - start))
             stored = sum(v.numel() * v.element_size() for k, v in output.items() if k.startswith("vtd_teacher_"))
             self.timings["teacher_signal_mb"].append((self.state.global_step, stored / 2**20))
             return output
 
         def _reference_logps(self, output, pairs):  # VtD only: the DPO reference, inside the generation phase
-            start = time.perf_counter()
+            start = clock()
             result = super()._reference_logps(output, pairs)
-            self.timings["reference"].append((self.state.global_step, time.perf_counter() - start))
+            self.timings["reference"].append((self.state.global_step, clock() - start))
             return result
 
         @contextmanager
@@ -96,10 +118,10 @@ def timed(trainer_cls):
                 return super().train(*args, **kwargs)
 
         def training_step(self, model, inputs, num_items_in_batch=None):
-            start, step = time.perf_counter(), self.state.global_step
+            start, step = clock(), self.state.global_step
             generated = len(self.timings["generation"])
             output = super().training_step(model, inputs, num_items_in_batch)
-            elapsed = time.perf_counter() - start
+            elapsed = clock() - start
             if len(self.timings["generation"]) > generated:
                 elapsed -= self.timings["generation"][-1][1]
             self.timings["loss_backward"].append((step, elapsed))
@@ -190,19 +212,16 @@ def main():
     )
     parser.add_argument("--top-k", type=int, default=64, help="teacher log-probs of the top-k setups")
     parser.add_argument("--isolate", action="store_true", help="each setup in its own process (peak memory)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: Qwen3 shapes in bf16")
+    parser.add_argument("--cpu-dry-run", action="store_true", help="with --device cuda: tiny shapes on CPU")
     parser.add_argument("--output", default="step_bench.json")
     args = parser.parse_args()
     if args.isolate:
         return isolated(args)
 
-    tokenizer = build_char_tokenizer(extra_tokens=[f"<w{i}>" for i in range(args.vocab - len(build_char_tokenizer()))])
     tmp = tempfile.mkdtemp()
-    paths = {}
-    for name, hidden, seed in (("student", args.student_hidden, 0), ("teacher", args.teacher_hidden, 1)):
-        model = tiny_qwen3(tokenizer, hidden_size=hidden, num_hidden_layers=args.layers, seed=seed)
-        model.save_pretrained(f"{tmp}/{name}")
-        tokenizer.save_pretrained(f"{tmp}/{name}")
-        paths[name] = f"{tmp}/{name}"
+    models = build_models(args, tmp)
+    tokenizer = models.tokenizer
     rows = [
         {"prompt": [{"role": "user", "content": f"What is {a}+{a + 7}?"}], "answer": str(2 * a + 7),
          "reference": f"{a}+{a + 7}={2 * a + 7}. \\boxed{{{2 * a + 7}}}"}
@@ -211,25 +230,25 @@ def main():
     batch = args.prompts * args.k
     common = dict(
         max_completion_length=args.length,
-        generation_kwargs={"min_new_tokens": args.length},  # every completion has exactly `length` tokens
+        # every completion has exactly `length` tokens
+        generation_kwargs={"min_new_tokens": args.length, **models.generation_kwargs},
         learning_rate=1e-5,
         max_steps=args.steps + 1,
         logging_steps=1,
         report_to=[],
         save_strategy="no",
-        bf16=False,
-        use_cpu=True,
-        gradient_checkpointing=False,
         seed=0,
+        **models.precision,
     )
 
     def vtd_trainer(name: str, reward_funcs=None, rollout_func=None, **overrides) -> VtDTrainer:
         settings = {"per_device_train_batch_size": batch, **common, **overrides}
         config = VtDConfig(output_dir=f"{tmp}/{name}", num_generations=args.k, **settings)
-        teacher = None if config.teacher_server_base_url else paths["teacher"]
+        local = not config.teacher_server_base_url
         return timed(VtDTrainer)(
-            model=paths["student"], teacher_model=teacher, reward_funcs=reward_funcs, args=config,
-            train_dataset=Dataset.from_list(rows), rollout_func=rollout_func,
+            model=models.student(), teacher_model=models.teacher() if local else None, reward_funcs=reward_funcs,
+            args=config, train_dataset=Dataset.from_list(rows), rollout_func=rollout_func,
+            processing_class=tokenizer, teacher_processing_class=tokenizer if local else None,
         )  # fmt: skip
 
     def micro_batched(name: str, **overrides) -> VtDTrainer:
@@ -240,20 +259,22 @@ def main():
 
     setups = {
         "GRPOTrainer": lambda: timed(GRPOTrainer)(
-            model=paths["student"],
+            model=models.student(),
             reward_funcs=correctness_reward,
             args=GRPOConfig(
                 output_dir=f"{tmp}/grpo", num_generations=args.k, per_device_train_batch_size=batch, **common
             ),
             train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
         ),
         "DistillationTrainer": lambda: timed(DistillationTrainer)(
-            model=paths["student"],
-            teacher_model=paths["teacher"],
+            model=models.student(),
+            teacher_model=models.teacher(),
             args=DistillationConfig(output_dir=f"{tmp}/distill", per_device_train_batch_size=batch, **common),
             train_dataset=Dataset.from_list([row for row in rows for _ in range(args.k)]),
+            processing_class=tokenizer,
         ),
-        # Every completion is cut at --length (no EOS); the seed's rule still gives the incorrect ones a DPO pair, which
+        # Every completion is cut at --length (no EOS); the published rule still gives the incorrect ones a DPO pair, which
         # is what these three routes measure (by default a cut incorrect completion is distilled only).
         "VtDTrainer": lambda: vtd_trainer("vtd", vtd_truncated_completions="contrast"),
         "VtDTrainer (half correct)": lambda: vtd_trainer(
@@ -287,13 +308,16 @@ def main():
         trim_ab(spread("vtd_trim_ab"), rows[: args.prompts], args)
         return
     results = {}
-    for name, build in setups.items():
-        if args.setups and name not in args.setups:
-            continue
+    on_gpu = args.device == "cuda" and not args.cpu_dry_run
+    chosen = args.setups or (GPU_SETUPS if args.device == "cuda" else list(setups))
+    for name in chosen:
+        build = setups[name]
         torch.manual_seed(0)
+        if on_gpu:
+            torch.cuda.reset_peak_memory_stats()
         with ExitStack() as stack:
             # The teacher server (its own copy of the teacher, as a remote one holds) serves build and training.
-            running = stack.enter_context(serving(load(paths["teacher"], args.top_k))) if "server" in name else None
+            running = stack.enter_context(serving(load(models.teacher_path, args.top_k))) if "server" in name else None
             trainer = build(running.url) if running else build()
             trainer.timings.clear()
             if "untrimmed" in name:
@@ -311,15 +335,62 @@ def main():
             timings["distill_fraction"] = median(h["vtd/distill_fraction"] for h in fractions[1:])
             timings["contrast_fraction"] = median(h["vtd/contrast_fraction"] for h in fractions[1:])
         timings["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if on_gpu:
+            timings["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
         results[name] = timings
         print(f"done: {name} {timings}", flush=True)
+        write_json(args.output, {"args": vars(args), "results": results})  # an interrupted run keeps its setups
+        del trainer
+        gc.collect()
+        if on_gpu:
+            torch.cuda.empty_cache()
 
-    print(
-        f"\nprompts={args.prompts} K={args.k} completion tokens={args.length} vocab={args.vocab} "
-        f"H_student={args.student_hidden} H_teacher={args.teacher_hidden} layers={args.layers} "
-        f"torch={torch.__version__} threads={torch.get_num_threads()}\n"
-    )
+    print(f"\n{models.description}, {args.prompts} prompts x K={args.k}, {args.length} completion tokens\n")
     summary(results, args)
+
+
+def build_models(args, tmp: str) -> SimpleNamespace:
+    """The tokenizer, `student()` (a fresh student each call), `teacher()` (one, built at the first call), the trainer
+    settings of the device, and a line that says what they are.
+
+    On CPU: tiny Qwen3-architecture models saved under `tmp` (trainers load them from there), a vocabulary padded to
+    `--vocab`. With `--device cuda`: `gpu_smoke.py`'s Qwen3-1.7B / Qwen3-8B-shaped models with random bf16 weights,
+    built on the GPU (tiny ones on CPU with `--cpu-dry-run`), and the tokens the tokenizer lacks never sampled.
+    """
+    if args.device == "cpu":
+        tokenizer = build_char_tokenizer(
+            extra_tokens=[f"<w{i}>" for i in range(args.vocab - len(build_char_tokenizer()))]
+        )
+        for name, hidden, seed in (("student", args.student_hidden, 0), ("teacher", args.teacher_hidden, 1)):
+            model = tiny_qwen3(tokenizer, hidden_size=hidden, num_hidden_layers=args.layers, seed=seed)
+            model.save_pretrained(f"{tmp}/{name}")
+            tokenizer.save_pretrained(f"{tmp}/{name}")
+        return SimpleNamespace(
+            tokenizer=tokenizer,
+            student=lambda: f"{tmp}/student",
+            teacher=lambda: f"{tmp}/teacher",
+            teacher_path=f"{tmp}/teacher",
+            generation_kwargs={},
+            precision=dict(bf16=False, use_cpu=True, gradient_checkpointing=False),
+            description=f"CPU, vocab={args.vocab} H_student={args.student_hidden} H_teacher={args.teacher_hidden} "
+            f"layers={args.layers} torch={torch.__version__} threads={torch.get_num_threads()}",
+        )
+    device = "cpu" if args.cpu_dry_run else "cuda"
+    shapes = {"student": TINY, "teacher": TINY} if args.cpu_dry_run else SHAPES
+    tokenizer = build_char_tokenizer()
+    teacher = functools.cache(lambda: qwen3_shaped(tokenizer, shapes["teacher"], seed=1, device=device))
+    machine = (
+        "CPU dry run, tiny models" if args.cpu_dry_run else f"{torch.cuda.get_device_name()}, Qwen3-1.7B / 8B shapes"
+    )
+    return SimpleNamespace(
+        tokenizer=tokenizer,
+        student=lambda: qwen3_shaped(tokenizer, shapes["student"], seed=0, device=device),
+        teacher=teacher,
+        teacher_path=None,
+        generation_kwargs={"suppress_tokens": list(range(len(tokenizer), QWEN3_VOCAB))},
+        precision=dict(bf16=not args.cpu_dry_run, use_cpu=args.cpu_dry_run, gradient_checkpointing=True),
+        description=f"{machine}, bf16 weights, gradient checkpointing, torch {torch.__version__}",
+    )
 
 
 def isolated(args) -> None:
@@ -340,6 +411,7 @@ COLUMNS = [
     ("(of which DPO reference)", lambda t: f"{t.get('reference', 0.0):.2f}"),
     ("loss + backward s", "{loss_backward:.2f}"),
     ("total s", "{total:.2f}"),
+    ("generation share", lambda t: f"{t['generation'] / t['total']:.0%}"),
     ("VtD forward positions", lambda t: f"{t.get('forward_positions', 0):,.0f}"),
     ("peak RSS MB", lambda t: f"{t.get('peak_rss_mb', 0):,.0f}"),
     ("teacher signal held MB", lambda t: f"{t.get('teacher_signal_mb', 0):.1f}"),
@@ -351,7 +423,10 @@ def summary(results: dict, args) -> None:
     for t in results.values():
         t["total"] = t["generation"] + t["loss_backward"]
     rows = [{"trainer": name, **t} for name, t in results.items()]
-    report(rows, COLUMNS, args.output, data={"args": vars(args), "results": results}, numbers_right=False)
+    columns = COLUMNS
+    if any("peak_gpu_gb" in t for t in results.values()):
+        columns = [*COLUMNS, ("peak GPU GB", lambda t: f"{t.get('peak_gpu_gb', float('nan')):.1f}")]
+    report(rows, columns, args.output, data={"args": vars(args), "results": results}, numbers_right=False)
     base = results.get("DistillationTrainer")
     for name in [name for name in results if name.startswith("VtDTrainer") and "spread" not in name]:
         vtd = results.get(name)
