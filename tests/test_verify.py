@@ -283,6 +283,9 @@ EQUIVALENT = [
     (r"\boxed{10\text{ cm}^2}", "10"),
     ("10 cm^2", "10"),
     ("C. x = 42", "C"),
+    ("C", "C. x = 42"),
+    (r"The final answer is $\boxed{\text{(D) } 17}$", "D"),
+    ("Answer: (B) 12", r"\text{(B)}"),
     (r"\boxed{f(x) = 2x + 3}", "y = 2x + 3"),
     (r"\boxed{\sqrt[3]8}", "2"),
     # the answer tags of R1-style prompts, and the empty set's two symbols
@@ -411,6 +414,7 @@ NOT_EQUIVALENT = [
     (r"\boxed{x + \sqrt3 i}", "x + 1.414i"),
     (r"\boxed{8:34}", r"8:34 \text{ p.m.}"),
     ("B. x = 42", "C"),
+    (r"\boxed{\text{(C)}+1}", r"\text{(C)}"),
     ("<answer>42</answer> or maybe 43", "43"),
     (r"\boxed{42}", "forty-three"),
     (r"\boxed{1}", "one half"),

@@ -439,7 +439,9 @@ _FRACTION = re.compile(
 
 
 # A choice letter followed by its reason, `C. x = 42` or `(B) because ...`: the letter is the answer.
-_CHOICE_WITH_REASON = re.compile(r"^\(?([A-E])\)?[.:)]\s+\S.*$", re.DOTALL)
+_CHOICE_WITH_REASON = re.compile(r"(?:\\text(?:bf)?\s*\{\s*)?(?:\(([A-E])\)|([A-E])[.:)])\}?\s+\}?\s*\S.*", re.DOTALL)
+# A choice letter alone: `C`, `(C)`, `C.`.
+_CHOICE = re.compile(r"\(?([A-Ea-e])\)?\.?")
 # `f(x) = 2x + 3` defines the function the problem asks for: its right side is the answer, as for `y = 2x + 3`.
 _FUNCTION_DEFINITION = re.compile(r"^[A-Za-z](?:\^\{?-1\}?)?\s*\(\s*[a-z]\s*\)\s*=(?!.*=)")
 _PLAIN_NUMBER = re.compile(r"[+-]?[0-9]{1,100}(?:\.[0-9]{1,100})?")
@@ -596,8 +598,6 @@ def _normalize(answer: str) -> str:
         # `45^\circ` is 45, but inside a trigonometric function a degree is pi/180 of a radian: sin(90° - x) is cos x.
         answer = _DEGREES.sub(r"\\cdot\\frac{\\pi}{180}" if _TRIG.search(answer) else "", answer)
     answer = _rewrite_notation(answer.strip())
-    if answer[:1] in "ABCDE(":
-        answer = _CHOICE_WITH_REASON.sub(r"\1", answer)
     if "=" in answer:
         answer = _FUNCTION_DEFINITION.sub("", answer)
     wrapped = _WRAPPER.fullmatch(answer)
@@ -679,6 +679,16 @@ def _based_number(answer: str) -> tuple[str, int, int] | None:
         return match.group(1), int(match.group(2)), int(match.group(1), int(match.group(2)))
     except ValueError:
         return None  # a digit too large for the base
+
+
+def _choice_verdict(gold: str, pred: str) -> bool | None:
+    # A choice letter alone against a choice given with its reason or value (`C. x = 42`, `(D) 17`), either way round:
+    # the letters decide. Anything else is left to the other rules.
+    for letter, other in ((_CHOICE.fullmatch(gold), pred), (_CHOICE.fullmatch(pred), gold)):
+        reasoned = _CHOICE_WITH_REASON.fullmatch(other) if letter else None
+        if reasoned:
+            return letter.group(1).upper() == (reasoned.group(1) or reasoned.group(2))
+    return None
 
 
 def _within_precision(gold: _Number, pred: _Number) -> bool:
@@ -953,6 +963,9 @@ def _fast_verdict(completion: str, gold: str | int | float | None) -> bool | Non
             if _decides_inequality(gold_number, pred_number):
                 return False
             pred_answer = _positional(pred_number)
+    choice = _choice_verdict(gold_answer, pred_answer or "")
+    if choice is not None:
+        return choice
     based = _based_verdict(gold_answer, pred_answer)
     if based is not None:
         return based
