@@ -1,6 +1,8 @@
 """`vtd_trl.losses` against independent references: TRL's GKD `generalized_jsd_loss` and the DPO formula."""
 
 import math
+from contextlib import nullcontext
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ from trl.experimental.gkd import GKDTrainer
 from vtd_trl import losses
 from vtd_trl.losses import distillation_loss, dpo_loss
 
-BACKENDS = ["naive", "chunked", "liger", "auto"]
+BACKENDS = ["naive", "chunked", "trl", "liger", "auto"]
 B, T, H_S, H_T, V = 2, 6, 8, 12, 40
 
 
@@ -125,9 +127,9 @@ def test_chunks_are_sized_from_the_work_and_the_budget(tokens, vocab, expected):
     assert losses.chunk_tokens(tokens, vocab) == expected
 
 
-# Relative bf16 error of each backend against fp64 on the same bf16-rounded inputs (CPU). Measured: chunked 2e-8
-# (it projects in fp32), naive 1.8e-4 and Liger's CPU path 1.9e-3 (both round the logits to bf16).
-BF16_BOUNDS = {"chunked": 1e-6, "auto": 1e-6, "naive": 1e-3, "liger": 5e-3}
+# Relative bf16 error of each backend against fp64 on the same bf16-rounded inputs (CPU). Measured: chunked and TRL's
+# kernel 2e-8 (both project in fp32), naive 1.8e-4 and Liger's CPU path 1.9e-3 (both round the logits to bf16).
+BF16_BOUNDS = {"chunked": 1e-6, "trl": 1e-6, "auto": 1e-6, "naive": 1e-3, "liger": 5e-3}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -141,6 +143,70 @@ def test_bf16_error_against_fp64(backend):
     )
     relative_error = abs(loss.double().item() - ref.item()) / ref.item()
     assert relative_error <= BF16_BOUNDS[backend], f"{backend}: relative error {relative_error:.2e}"
+
+
+@pytest.mark.parametrize(("device", "expected"), [("cuda", "trl"), ("cpu", "chunked"), ("mps", "chunked")])
+def test_auto_is_trls_kernel_on_cuda_and_chunked_elsewhere(device, expected):
+    assert losses.resolve_backend("auto", torch.device(device)) == expected
+    assert losses.resolve_backend("liger", torch.device(device)) == "liger"  # a named backend is kept
+    losses.check_backend("auto", torch.device(device))  # `trl` and `chunked` need nothing beyond torch and TRL
+    performance = (Path(__file__).resolve().parents[1] / "docs" / "performance.md").read_text()
+    assert "`auto` is `trl` on CUDA and `chunked` elsewhere" in performance
+
+
+def test_auto_on_a_cuda_device_runs_trls_kernel(monkeypatch):
+    """What `distillation_loss` runs when `resolve_backend` sees CUDA (mocked: the tensors stay on the CPU)."""
+    calls = []
+    resolve = losses.resolve_backend
+    monkeypatch.setattr(losses, "resolve_backend", lambda backend, device: resolve(backend, torch.device("cuda")))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    apply = losses._TRLDivergence.apply
+    monkeypatch.setattr(losses._TRLDivergence, "apply", lambda *args: calls.append(1) or apply(*args))
+    inputs = make_inputs(torch.float32)
+    auto = distillation_loss(*inputs, beta=0.5, backend="auto")
+    assert calls == [1]
+    torch.testing.assert_close(auto, distillation_loss(*inputs, beta=0.5, backend="naive"))
+
+
+def test_trl_backend_gathers_nothing_in_the_backward_pass_under_zero3(monkeypatch):
+    """Under ZeRO-3 the trainer gathers both heads around the loss's forward call only. The `trl` backend runs TRL's
+    kernel whole inside it: TRL's gather helper finds the heads (cut to the smaller vocabulary here) available, and the
+    backward, after the heads are partitioned again, gathers nothing (TRL's own backward would gather them again)."""
+    deepspeed = pytest.importorskip("deepspeed")
+    from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    gathered = []
+    monkeypatch.setattr(hf_deepspeed, "is_deepspeed_zero3_enabled", lambda: True)
+    monkeypatch.setattr(deepspeed.zero, "GatheredParameters", lambda params: gathered.append(params) or nullcontext())
+    student_hidden, student_weight, teacher_hidden, teacher_weight, mask = make_inputs(torch.float32)
+    student_hidden.requires_grad_()
+    student_weight, teacher_weight = torch.nn.Parameter(student_weight), torch.nn.Parameter(teacher_weight, False)
+    for head in (student_weight, teacher_weight):
+        head.ds_status = ZeroParamStatus.AVAILABLE  # gathered by the caller, as in `VtDTrainer._vtd_loss`
+    loss = distillation_loss(student_hidden, student_weight, teacher_hidden, teacher_weight, mask, backend="trl")
+    for head in (student_weight, teacher_weight):
+        head.ds_status = ZeroParamStatus.NOT_AVAILABLE  # partitioned again when the caller's context exits
+    loss.backward()
+    assert gathered == []
+    ref_loss, ref_grad_hidden, ref_grad_weight = gkd_reference(
+        student_hidden, student_weight, teacher_hidden, teacher_weight, mask, 0.0, 1.0, None
+    )
+    torch.testing.assert_close(loss.double(), ref_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(student_hidden.grad.double(), ref_grad_hidden, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(student_weight.grad.double(), ref_grad_weight, rtol=1e-4, atol=1e-6)
+
+    # TRL's kernel called as its trainer calls it would gather both heads again in its backward pass
+    from trl.kernels.chunked_divergence import ChunkedDivergenceFunction
+
+    for head in (student_weight, teacher_weight):
+        head.ds_status = ZeroParamStatus.AVAILABLE
+    h_s, h_t = student_hidden.detach()[mask].requires_grad_(), teacher_hidden[mask]
+    divergence, _ = ChunkedDivergenceFunction.apply(h_s, student_weight, None, h_t, teacher_weight, None, 0.0)
+    for head in (student_weight, teacher_weight):
+        head.ds_status = ZeroParamStatus.NOT_AVAILABLE
+    divergence.sum().backward()
+    assert [len(params) for params in gathered] == [1, 1]  # the student's head, then the teacher's
 
 
 def test_dpo_loss_matches_the_sigmoid_formula():
