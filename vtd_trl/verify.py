@@ -18,7 +18,7 @@ Choices where careful graders could differ, each tested in tests/test_verify.py:
   three of one digit (`0.333...`); the last repeated block repeats (`0.1666 repeating` is 1/6, `0.090909 repeating`
   1/11) and digits with no repeated tail repeat whole (`0.142857 repeating` is 1/7). `0.1666` alone is 0.1666.
 - A digit, `e` and an integer (`3.54e-07`) is scientific notation, never Euler's number; `e-5` alone stays e - 5.
-- `2\\frac{5}{8}` and `1 1/2` are mixed numbers; `C. x = 42` is the choice C; `f(x) = 2x + 3` is `2x + 3`;
+- `2\\frac{5}{8}` and `1 1/2` are mixed numbers; `C. x = 42` answers the choice `C`; `f(x) = 2x + 3` is `2x + 3`;
   `forty-two` is 42; a time with a.m./p.m. or zero seconds is a time of day, while `7:32` stays a ratio.
 - Two expressions in the same variables that math-verify cannot prove equal are equal when they agree to 1e-9 at
   five random points; a variable `i` is the imaginary unit there.
