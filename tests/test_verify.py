@@ -660,6 +660,8 @@ ADVERSARIAL = {
     "exponent tower": (r"\boxed{9^{9^{9^9}}}", "5", False),
     "exponent tower, gold": (r"\boxed{5}", r"9^{9^{9^{9}}}", None),
     "power with a huge exponent": (r"\boxed{2^{123456789}}", "5", False),
+    "scientific notation with a huge exponent": (r"\boxed{1e99999}", "5", False),
+    "scientific notation with a large exponent": (r"\boxed{9.9e9999}", "5", False),
     "python power operator": (r"\boxed{9**9**9**9}", "5", False),
     "factorial of a huge number": (r"\boxed{100000000!}", "5", False),
     "factorial of an expression": (r"\boxed{(10^{6})!}", "5", False),

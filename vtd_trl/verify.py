@@ -722,6 +722,7 @@ def _decides_inequality(gold: _Number, pred: _Number) -> bool:
 
 _POWER_TOWER = re.compile(r"([0-9]+)((?:\s*(?:\^|\*\*)\s*\{?\s*\(?\s*[0-9]+)+)")
 _TOWER_EXPONENT = re.compile(r"[0-9]+")
+_HUGE_EXPONENT = re.compile(r"[0-9][eE][+-]?[0-9]{5}")
 _FACTORIAL = re.compile(r"([0-9]+)\s*!")
 # Digits a literal power may have before sympy's integer arithmetic gets slow; 2^{1000} (302 digits) passes.
 _MAX_POWER_DIGITS = 10_000
@@ -753,6 +754,8 @@ def _is_pathological(answer: str) -> bool:
         exponents = [int(value) for value in _TOWER_EXPONENT.findall(tower.group(2))]
         if _power_digits(int(tower.group(1)), exponents) > _MAX_POWER_DIGITS:
             return True
+    if _HUGE_EXPONENT.search(answer):
+        return True  # `1e99999`: math-verify reads e^99999 and works it out
     return any(int(factorial.group(1)) > _MAX_FACTORIAL for factorial in _FACTORIAL.finditer(answer))
 
 
