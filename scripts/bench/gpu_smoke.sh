@@ -10,8 +10,9 @@
 # Estimated from the 2026-12-04 H200 figures (docs/performance.md): versions 10 s, smoke 105 s (a 5.9-7.4 s step,
 # 3 steps a backend, model builds and imports), loss 70 s, step 105 s at 16 x 128 and 150 s at 32 x 512 (a 26 s
 # generation at 512 tokens, a warm-up step and one timed step per setup): about 7 minutes 20 s before vllm, which
-# then gets what is left of the 8 minutes (it needs about 2; run it alone with `gpu_smoke.sh vllm`). Every leg has a
-# cap, cut to what is left of the 8 minutes; a leg that fails or runs out says so and the next one runs.
+# then has about 40 s of the 8 minutes left and is skipped (it needs about 2: run it alone, `gpu_smoke.sh vllm`).
+# Every leg has a cap, cut to what is left of the 8 minutes, and is skipped when that is under half its cap; a leg
+# that fails or reaches its cap says so, and the next one runs.
 #
 #   bash scripts/bench/gpu_smoke.sh                 # every leg; results (JSON) and tables in $OUT, or here
 #   bash scripts/bench/gpu_smoke.sh loss step       # only these legs
@@ -27,11 +28,12 @@ deadline=$((SECONDS + ${GPU_SMOKE_BUDGET_S:-480}))
 failed=0
 
 # `leg NAME CAP COMMAND...`: run COMMAND when NAME is asked for, within CAP seconds and what is left of the budget
+# (skipped when that is under half of CAP)
 leg() {
     local name=$1 cap=$2 left=$((deadline - SECONDS))
     shift 2
     [[ " $legs " == *" $name "* ]] || return 0
-    if ((left < 20)); then
+    if ((2 * left < cap)); then
         echo "== $name: skipped, ${left} s of the budget left" | tee -a "$out/gpu_smoke_legs.txt"
         return 0
     fi
