@@ -277,16 +277,29 @@ def test_two_processes_with_a_teacher_server_match_one(model_dirs, tmp_path, tok
     assert_matches_one_process(two, {"steps": steps, "student": full_state_dict(one.model)}, model_dirs)
 
 
-def test_zero3_with_the_local_teachers_top_k_matches_one_process(model_dirs, tmp_path, tokenizer, one_process):
-    """ZeRO-3 with the local teacher's top-k signal (its head gathered for the top-k at generation): at k = the
-    vocabulary it matches the dense one-process run."""
+def zero3_steps(model_dirs, out, *options) -> dict:
+    """sharded_steps.py under ZeRO-3 with `options`; its result."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "zero3.yaml"),
                "--main_process_port", str(free_port()), str(ROOT / "tests" / "scripts" / "sharded_steps.py"),
-               str(Path(model_dirs["student"]).parent), str(tmp_path), "--top-k", str(len(tokenizer))]  # fmt: skip
+               str(Path(model_dirs["student"]).parent), str(out), *options]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu"}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
-    result = torch.load(tmp_path / "result.pt")
+    return torch.load(out / "result.pt")
+
+
+def test_zero3_with_the_local_teachers_top_k_matches_one_process(model_dirs, tmp_path, tokenizer, one_process):
+    """ZeRO-3 with the local teacher's top-k signal (its head gathered for the top-k at generation): at k = the
+    vocabulary it matches the dense one-process run."""
+    result = zero3_steps(model_dirs, tmp_path, "--top-k", str(len(tokenizer)))
     assert result["top_k"] == len(tokenizer)
+    assert_mode_is_active("zero3", result)
+    assert_matches_one_process(result, one_process, model_dirs)
+
+
+def test_zero3_with_trls_kernel_matches_one_process(model_dirs, tmp_path, one_process):
+    """The `trl` backend (CUDA's `auto`) under ZeRO-3, one process holding only DPO pairs: TRL's kernel gathers the
+    LM heads again in its backward, which would wait on that process; run inside the forward call, it matches."""
+    result = zero3_steps(model_dirs, tmp_path, "--backend", "trl")
     assert_mode_is_active("zero3", result)
     assert_matches_one_process(result, one_process, model_dirs)

@@ -204,7 +204,7 @@ def check_models(student, teacher, tokenizer, args: VtDConfig, teacher_processin
     if args.vtd_distill_backend == "naive" and is_deepspeed_zero3_enabled():
         raise ValueError(
             "`vtd_distill_backend='naive'` keeps the LM heads for its backward pass, which ZeRO-3 re-partitions. "
-            "Use 'chunked' or 'liger' (or 'auto')."
+            "Use 'trl', 'chunked' or 'liger' (or 'auto')."
         )
 
 
