@@ -28,7 +28,7 @@ def test_correctness_reward_with_grpo_call_signature():
     logged = {}
     rewards = correctness_reward(
         prompts=["What is 6*7?", "What is 6*7?"],
-        completions=[r"\boxed{42}", r"\boxed{\text{forty-two}}"],
+        completions=[r"\boxed{42}", r"\boxed{\text{forty-one}}"],  # numbers in words are numbers
         completion_ids=[[1, 2], [3, 4]],
         answer=[42, 42],
         reference=["6*7 = \\boxed{42}", "6*7 = \\boxed{42}"],
@@ -37,7 +37,7 @@ def test_correctness_reward_with_grpo_call_signature():
         log_metric=lambda name, value: None,
     )
     assert rewards == [1.0, 0.0]
-    assert logged == {"extracted_answer": ["42", r"\text{forty-two}"]}
+    assert logged == {"extracted_answer": ["42", r"\text{forty-one}"]}
 
 
 def test_make_correctness_reward_reads_another_column():
