@@ -42,7 +42,7 @@ LABELS = {
     TUNED: "VtD tuned (recipes/*_tuned.yaml)",
     "sdpo": "SDPO, self-distillation (TRL SDPOTrainer)",
     "iw_opd": "IW-OPD (TRL IWOPDTrainer)",
-    "gkd": "GKD, half on the references (TRL GKDTrainer)",
+    "gkd": "GKD, on-policy or on the references (TRL GKDTrainer)",
 }
 REGIME_TITLES = {
     "strong/think": "strong teacher\nreferences in the student's format",
@@ -235,11 +235,11 @@ def plot_curves(tasks: list[tuple[str, dict]], order: list[str], highlight: str,
             ax.grid(alpha=0.3)
             label_panel(ax, row, col, len(tasks), task, regime, "optimizer step")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.035), ncol=3, fontsize=8)
     note = "line: mean over seeds at the learning rate with the best final mean; band: ± one standard deviation;"
     note += " dashed: one run shared across regimes (the method reads no teacher or no reference)"
     fig.text(0.5, 0.005, note, ha="center", fontsize=8, color="dimgray")
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     fig.savefig(output, dpi=110)
     plt.close(fig)
     return True
