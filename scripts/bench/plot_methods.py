@@ -1,6 +1,6 @@
 """Draws who wins the method benchmark: held-out accuracy per method, in each regime, from `methods.py`'s JSON.
 
-One row of panels per results file (its task), one panel per regime (strong / imperfect teacher x references in the
+One row of panels per task (files of one task merged), one panel per regime (strong / imperfect teacher x references in the
 student's format / terse ones). Each dot is a method's mean over seeds at the learning rate of the grid with the best
 mean (as `methods.py`'s table), the bar its standard deviation and the ticks its seeds. A method that reads no
 teacher or no reference ran once for the regimes it ignores: those dots are hollow. Methods are in the same order
@@ -28,9 +28,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "scripts" / "bench" / "results"
-DEFAULT_INPUTS = [RESULTS / "methods.json", RESULTS / "methods_groups.json"]
+DEFAULT_INPUTS = [RESULTS / "methods.json", RESULTS / "methods_peers.json", RESULTS / "methods_groups.json"]
 DEFAULT_OUTPUT = ROOT / "docs" / "images" / "methods.png"
-DEFAULT_METHODS = ["kd_forward", "kd_reverse", "grpo", "sft", "vtd_seed", "vtd_k2_di_cw3_sibref_sibnll1"]
+DEFAULT_METHODS = [
+    "kd_forward", "kd_reverse", "gkd", "iw_opd", "grpo", "sft", "vtd_seed", "vtd_k2_di_cw3_sibref_sibnll1"
+]  # fmt: skip
 TUNED = "vtd_k2_di_cw3_sibref_sibnll1"
 REGIMES = ["strong/think", "strong/terse", "imperfect/think", "imperfect/terse"]
 LABELS = {
@@ -128,11 +130,17 @@ def color(method: str, highlight: str) -> str:
     return VTD_COLOR if method.startswith("vtd") else PEER_COLOR
 
 
-def load(path: Path, methods: list[str], seeds: list[int] | None) -> tuple[str, dict]:
-    data = json.loads(Path(path).read_text())
-    task = data.get("budget", {}).get("task", "additions")
-    results = [r for r in data["results"] if r["method"] in methods]
-    return task, fill_regimes(aggregate(results, seeds), methods)
+def load(paths: list[Path], methods: list[str], seeds: list[int] | None) -> list[tuple[str, dict]]:
+    """The cells of each task, in the order the files name them; files of one task are merged, a run that two files
+    hold (the same method, regime, seed and learning rate) counted once."""
+    runs_of: dict[str, dict[tuple, dict]] = {}
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        runs = runs_of.setdefault(data.get("budget", {}).get("task", "additions"), {})
+        for r in data["results"]:
+            if r["method"] in methods:
+                runs.setdefault((r["method"], r["regime"], r["seed"], r["learning_rate"]), r)
+    return [(task, fill_regimes(aggregate(list(runs.values()), seeds), methods)) for task, runs in runs_of.items()]
 
 
 def plot_accuracy(
@@ -247,7 +255,9 @@ def plot_curves(tasks: list[tuple[str, dict]], order: list[str], highlight: str,
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--inputs", nargs="+", type=Path, default=DEFAULT_INPUTS, help="methods.py JSON, one a row.")
+    parser.add_argument(
+        "--inputs", nargs="+", type=Path, default=DEFAULT_INPUTS, help="methods.py JSON; a row per task."
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="Seeds averaged (as the tables).")
@@ -255,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--start-accuracy", type=float, default=0.43, help="The student before training (a line).")
     args = parser.parse_args(argv)
 
-    tasks = [load(path, args.methods, args.seeds) for path in args.inputs]
+    tasks = load(args.inputs, args.methods, args.seeds)
     order = method_order(tasks[0][1], args.methods)
     plot_accuracy(tasks, order, args.highlight, args.start_accuracy, args.output)
     print(f"wrote {args.output}")
