@@ -297,6 +297,20 @@ EQUIVALENT = [
     ("Answer is forty two.", "42"),
     (r"Some work. \boxed{43}.", "Answer is forty three."),
     (r"\boxed{-3}", "minus three"),
+    # a list against a one-column or one-row matrix is that vector, either way round; an interval against an interval
+    (r"\boxed{\begin{matrix} \frac12 \\ 1 \end{matrix}}", "[0.5, 1]"),
+    (r"\boxed{(0.5, 1)}", r"\begin{pmatrix} \frac12 \\ 1 \end{pmatrix}"),
+    (r"\boxed{\begin{bmatrix} -1 & \sqrt{2} & 3 \end{bmatrix}}", r"(-1, \sqrt2, 3)"),
+    (r"\boxed{[1/2, 1]}", "[0.5, 1]"),
+    (r"\boxed{[0.5, 1]}", r"\left[\begin{array}{c} \frac12 \\ 1 \end{array}\right]"),
+    # equations whose sides are numbers: a gold number of four significant digits or more is rounded, others exact
+    (r"\boxed{\begin{cases} a+b=\frac12 \\ a-b=\sqrt3 \end{cases}}", r"\begin{cases} a+b=0.5\\ a-b=1.732\end{cases}"),
+    (r"\boxed{\begin{cases} a-b=\sqrt3 \\ a+b=0.5 \end{cases}}", r"\begin{cases} a+b=0.5\\ a-b=1.732\end{cases}"),
+    (r"\boxed{a+b=0.5, a-b=\sqrt{3}}", r"\begin{cases} a+b=0.5\\ a-b=1.732\end{cases}"),
+    (r"\boxed{x=\sqrt3}", "x=1.7321"),
+    (r"\boxed{2x+1=\pi}", "2x+1=3.1416"),
+    (r"\boxed{x=\frac12, y=\sqrt3}", "x=0.5, y=1.732"),
+    (r"\boxed{\begin{cases} x=\frac12 \\ y=\sqrt3 \end{cases}}", "x=0.5, y=1.732"),
 ]
 
 NOT_EQUIVALENT = [
@@ -418,6 +432,23 @@ NOT_EQUIVALENT = [
     ("<answer>42</answer> or maybe 43", "43"),
     (r"\boxed{42}", "forty-three"),
     (r"\boxed{1}", "one half"),
+    # a wrong vector, a vector of another length, an open interval for a closed one
+    (r"\boxed{(0.5, 2)}", r"\begin{pmatrix} \frac12 \\ 1 \end{pmatrix}"),
+    (r"\boxed{[0.5, 1, 2]}", r"\begin{pmatrix} \frac12 \\ 1 \end{pmatrix}"),
+    (r"\boxed{\begin{pmatrix} \frac12 \\ 2 \end{pmatrix}}", "[0.5, 1]"),
+    (r"\boxed{(0.5, 1)}", "[0.5, 1]"),
+    # a rounded value for an exact gold, a wrong rounded value, a wrong exact value, another equation
+    (r"\boxed{\begin{cases} a+b=0.5\\ a-b=1.732\end{cases}}", r"\begin{cases} a+b=\frac12 \\ a-b=\sqrt3 \end{cases}"),
+    (r"\boxed{\begin{cases} a+b=0.5\\ a-b=1.74\end{cases}}", r"\begin{cases} a+b=0.5\\ a-b=1.732\end{cases}"),
+    (r"\boxed{\begin{cases} a+b=0.51\\ a-b=1.732\end{cases}}", r"\begin{cases} a+b=0.5\\ a-b=1.732\end{cases}"),
+    (r"\boxed{\begin{cases} a+b=0.5\\ a+2b=\sqrt3\end{cases}}", r"\begin{cases} a+b=0.5\\ a-b=1.732\end{cases}"),
+    (r"\boxed{a+b=0.5}", r"\begin{cases} a+b=0.5\\ a-b=1.732\end{cases}"),
+    (r"\boxed{x=1.7321}", r"x=\sqrt3"),
+    (r"\boxed{x=1.7331}", "x=1.7321"),
+    (r"\boxed{y=\sqrt3}", "x=1.7321"),
+    (r"\boxed{x=0.5, y=1.732}", r"x=\frac12, y=\sqrt3"),
+    (r"\boxed{x=\frac12, y=\sqrt2}", "x=0.5, y=1.732"),
+    (r"\boxed{[0.5, 2]}", r"\left[\begin{array}{c} \frac12 \\ 1 \end{array}\right]"),
 ]
 
 UNPARSEABLE_GOLD = [

@@ -11,11 +11,7 @@ from vtd_trl.verify import verify_batch
 CASES = Path(__file__).parent / "data" / "graders" / "cases.jsonl"
 
 # Cases (by line number) where `verify` gives another verdict than the label, by reason. Each is a known limit.
-KNOWN_MISSES = {
-    "a one-column matrix against a list written in brackets, which math-verify reads as an interval": [179, 180],
-    "a system of equations (`\\begin{cases}`) with exact values against the same with rounded decimals": [181],
-    "a gold system of equations math-verify cannot parse (no verdict) where the label is false": [182],
-}
+KNOWN_MISSES: dict[str, list[int]] = {}
 
 
 @pytest.fixture(scope="module")

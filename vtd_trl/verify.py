@@ -13,7 +13,14 @@ Choices where careful graders could differ, each tested in tests/test_verify.py:
   figures or more is a rounded value: a more precise answer within one unit of its last digit matches it (`3.14159`
   and `40\\pi` answer `3.1416` and `125.663`). Fewer significant figures, an answer no more precise than the gold
   (`2` for `2.0001`), or a rounded decimal for an exact gold (`125.663` for `40\\pi`) are compared exactly; a decimal
-  against a fraction keeps math-verify's 6 decimals (`0.333333` answers `\\frac13`).
+  against a fraction keeps math-verify's 6 decimals (`0.333333` answers `\\frac13`). In an equation whose one side is
+  a number, and in each equation of a system (`\\begin{cases}` or `x=0.5, y=1.732`, paired in any order), that
+  number is a gold of its own: `a-b=\\sqrt3` answers `a-b=1.732` and `a+b=\\frac12` answers `a+b=0.5` (exact),
+  while `a-b=1.732` does not answer `a-b=\\sqrt3`.
+- A list against a one-column or one-row matrix (any `matrix` environment, or an `array`) is that vector, either way
+  round: `[0.5, 1]` and `(0.5, 1)` answer `\\begin{pmatrix} \\frac12 \\\\ 1 \\end{pmatrix}` when they have as many
+  entries. Against anything else `[a, b]` is math-verify's closed interval and `(a, b)` its tuple or open interval:
+  `(0.5, 1)` does not answer `[0.5, 1]`.
 - A repeating decimal is its fraction when it says so: `0.1\\overline{6}`, `0.1666 repeating`, or an ellipsis after
   three of one digit (`0.333...`); the last repeated block repeats (`0.1666 repeating` is 1/6, `0.090909 repeating`
   1/11) and digits with no repeated tail repeat whole (`0.142857 repeating` is 1/7). `0.1666` alone is 0.1666.
@@ -691,6 +698,65 @@ def _choice_verdict(gold: str, pred: str) -> bool | None:
     return None
 
 
+# A matrix written with a LaTeX environment, `\begin{pmatrix} 1 \\ 2 \end{pmatrix}`; a list, `[1, 2]` or `(1, 2)`.
+_MATRIX = re.compile(
+    r"\\begin\s*\{([pbBvV]?matrix)\}(.*)\\end\s*\{\1\}"
+    r"|[\[(]?\s*\\begin\s*\{array\}\s*\{[^{}]*\}(.*)\\end\s*\{array\}\s*[\])]?",  # `\left[\begin{array}{c}...`
+    re.DOTALL,
+)
+_LIST = re.compile(r"[\[(](.*)[\])]", re.DOTALL)
+
+
+def _top_level_split(text: str, separator: str) -> list[str]:
+    # `text` split at each `separator` outside braces, brackets and parentheses; [] when these do not pair up.
+    parts, depth, start, index = [], 0, 0, 0
+    while index < len(text):
+        char = text[index]
+        if char == "\\" and not text.startswith(separator, index):
+            index += 2  # an escaped character, `\{` or `\,`
+            continue
+        if char in "{[(":
+            depth += 1
+        elif char in "}])":
+            depth -= 1
+            if depth < 0:
+                return []
+        elif not depth and text.startswith(separator, index):
+            parts.append(text[start:index].strip())
+            start = index = index + len(separator)
+            continue
+        index += 1
+    parts.append(text[start:].strip())
+    return parts if not depth else []
+
+
+def _vector(answer: str) -> tuple[str, str, list[str]] | None:
+    # (environment, separator, entries) of a one-column or one-row matrix of two entries or more.
+    match = _MATRIX.fullmatch(answer.strip())
+    if match is None:
+        return None
+    environment = match.group(1) or "pmatrix"  # a list against an array is written as a pmatrix
+    rows = [row for row in _top_level_split(match.group(2) or match.group(3), "\\\\") if row]
+    if len(rows) > 1 and all("&" not in row for row in rows):
+        return environment, " \\\\ ", rows
+    cells = _top_level_split(rows[0], "&") if len(rows) == 1 else []  # a row vector
+    return (environment, " & ", cells) if len(cells) > 1 and all(cells) else None
+
+
+def _as_vectors(gold: str, pred: str) -> tuple[str, str]:
+    # A list or tuple against a one-column or one-row matrix is that vector, written as the matrix is: `[0.5, 1]` (an
+    # interval to math-verify) answers `\begin{pmatrix} \frac12 \\ 1 \end{pmatrix}`, and the other way round.
+    for matrix, other in ((gold, pred), (pred, gold)):
+        vector, listed = _vector(matrix), _LIST.fullmatch(other.strip())
+        if vector is None or listed is None:
+            continue
+        entries = _top_level_split(listed.group(1), ",")
+        if len(entries) == len(vector[2]) and all(entries) and "=" not in listed.group(1):
+            rewritten = f"\\begin{{{vector[0]}}} {vector[1].join(entries)} \\end{{{vector[0]}}}"
+            return (gold, rewritten) if matrix is gold else (rewritten, pred)
+    return gold, pred
+
+
 def _within_precision(gold: _Number, pred: _Number) -> bool:
     # A gold decimal of four significant digits or more is a rounded value: a more precise answer (more decimals, or a
     # fraction) within one unit of its last digit matches it (3.14159 answers 3.1416; 2 does not answer 2.0001, and
@@ -974,6 +1040,8 @@ def _fast_verdict(completion: str, gold: str | int | float | None) -> bool | Non
         return based
     if pred_answer is not None and _is_pathological(pred_answer):
         return False
+    if pred_answer is not None and "\\begin" in gold_answer + pred_answer:
+        gold_answer, pred_answer = _as_vectors(gold_answer, pred_answer)
     return gold_answer, pred_answer
 
 
@@ -1107,7 +1175,10 @@ def _serve() -> None:
         signal.setitimer(signal.ITIMER_REAL, seconds)
         keep_case["on"] = _mixes_case(gold) or _mixes_case(pred)
         try:
-            gold_parsed = parse_gold(gold, keep_case["on"])
+            # A system of equations math-verify cannot read whole is compared equation by equation.
+            system = _system_rows(gold)
+            verdict = None if system is None else _system_verdict(system, pred, parse, math_verify)
+            gold_parsed = parse_gold(gold, keep_case["on"]) if verdict is None else ()
             # math-verify falls back to the raw string when nothing parses; such a gold ("?", "\\frac{}{}") would
             # only match itself character for character, so it counts as unparseable.
             if any(not isinstance(parsed, str) for parsed in gold_parsed):
@@ -1116,6 +1187,13 @@ def _serve() -> None:
                     pred_parsed = parse(f"${pred}$", parsing_timeout=None)
                     verdict = bool(math_verify(gold_parsed, pred_parsed, timeout_seconds=None))
                     verdict = verdict or _numerically_equal(gold, gold_parsed, pred_parsed)
+                    # A list of equations (`x=0.5, y=1.732`), when math-verify finds no match, by the same rule.
+                    system = None if verdict or system is not None else _system_rows(gold, listed=True)
+                    verdict = verdict or (
+                        system is not None
+                        and len(system) > 1
+                        and bool(_system_verdict(system, pred, parse, math_verify))
+                    )
         except _Deadline:
             pass
         except Exception:  # a parser bug on odd input is a wrong answer, not a dead worker
@@ -1136,6 +1214,8 @@ def _numerically_equal(gold: str, gold_parsed: list, pred_parsed: list) -> bool:
     - A gold whose decimals all have four significant digits or more is rounded: an answer within one unit of its
       last digit matches it (`40\\pi` answers `125.663`, `\\frac13, \\sqrt3` answers `1/3, 1.732`), as
       `_within_precision` does for two plain numbers. A rounded answer to an exact gold stays wrong.
+    - Two equations `expression = number` with equal expressions compare their numbers by that rule, the gold's number
+      alone deciding its rounding (`a-b=\\sqrt3` answers `a-b=1.732`); see `_equations_agree`.
     - A variable `i` is the imaginary unit (`1+2i` is `i(2-i)`), as math-verify reads a standalone `i`.
     """
     import sympy
@@ -1149,6 +1229,8 @@ def _numerically_equal(gold: str, gold_parsed: list, pred_parsed: list) -> bool:
             return False
         ordered = [sorted(items.args, key=lambda item: complex(item).real) for items in (gold_item, pred_item)]
         return all(_agree(g, p, rounding) for g, p in zip(*ordered))
+    if isinstance(gold_item, sympy.Equality):
+        return _equations_agree(gold, gold_item, pred_item)
     if not isinstance(gold_item, sympy.Expr) or not isinstance(pred_item, sympy.Expr):
         return False
     if gold_item.atoms(AppliedUndef) or pred_item.atoms(AppliedUndef):
@@ -1161,6 +1243,87 @@ def _numerically_equal(gold: str, gold_parsed: list, pred_parsed: list) -> bool:
     if gold_item.free_symbols != pred_item.free_symbols or not (gold_item.free_symbols or rounding or unit):
         return False
     return _agree(gold_item, pred_item, rounding or 0.0)
+
+
+# A system of equations, one a row: `\begin{cases} a+b=0.5 \\ a-b=1.732 \end{cases}`.
+_SYSTEM = re.compile(r"\\begin\s*\{(cases|aligned|array)\}(?:\{[^{}]*\})?(.*)\\end\s*\{\1\}", re.DOTALL)
+_RELATION = re.compile(r"=|<|>|\\[lg]eq?\b|\\neq?\b|\\[lg]t\b")
+
+
+def _system_rows(answer: str | None, listed: bool = False) -> list[str] | None:
+    # The equations of a system written as an environment (`cases`, `aligned`, `array`), or with `listed` also as a
+    # list (`x=0.5, y=1.732`), each with a single `=` and no other relation; None for anything else.
+    match = _SYSTEM.fullmatch((answer or "").strip())
+    if match is not None:
+        rows = [row.replace("&", " ").strip() for row in _top_level_split(match.group(2), "\\\\")]
+    elif listed and answer and "=" in answer:
+        rows = [row for part in re.split(r"\\\\|;", answer) for row in _top_level_split(part, ",")]
+    else:
+        return None
+    rows = [row.rstrip(",;.").strip() for row in rows if row]
+    if not rows or any(row.count("=") != 1 or len(_RELATION.findall(row)) != 1 for row in rows):
+        return None
+    return rows
+
+
+def _system_verdict(gold_rows: list[str], pred: str | None, parse, math_verify) -> bool | None:
+    """A gold system of equations against an answer (runs in the worker): `None` when a gold row does not parse as an
+    equation (the gold is left to math-verify whole), else whether the answer is a system of as many equations that
+    pair off with the gold's, in any order, each pair equal to math-verify or by `_equations_agree`."""
+    import itertools
+
+    import sympy
+
+    def equation(row: str):
+        parsed = parse(f"${row}$", parsing_timeout=None)
+        item = next((item for item in parsed if not isinstance(item, str)), None)
+        return (parsed, item) if isinstance(item, sympy.Equality) else None
+
+    golds = [equation(row) for row in gold_rows]
+    if any(parsed is None for parsed in golds):
+        return None
+    pred_rows = _system_rows(pred, listed=True)
+    if pred_rows is None or len(pred_rows) != len(gold_rows) or len(gold_rows) > 6:
+        return False
+    preds = [equation(row) for row in pred_rows]
+    if any(parsed is None for parsed in preds):
+        return False
+    pairs = {}
+
+    def equal(g: int, p: int) -> bool:
+        if (g, p) not in pairs:
+            (gold_parsed, gold_item), (pred_parsed, pred_item) = golds[g], preds[p]
+            pairs[g, p] = bool(math_verify(gold_parsed, pred_parsed, timeout_seconds=None)) or _equations_agree(
+                gold_rows[g], gold_item, pred_item
+            )
+        return pairs[g, p]
+
+    return any(all(equal(g, p) for g, p in enumerate(order)) for order in itertools.permutations(range(len(preds))))
+
+
+def _equations_agree(gold: str, gold_item, pred_item) -> bool:
+    # Two equations `expression = number` (either way round) with equal expressions, their numbers compared by the
+    # gold's rounding: a gold number with four significant digits or more is rounded (`a-b=1.732` is answered by
+    # `a-b=\sqrt3`), any other is exact (`a+b=0.5` by `a+b=\frac12`, not `a+b=0.51`).
+    import sympy
+
+    sides = gold.split("=")
+    if len(sides) != 2 or not isinstance(pred_item, sympy.Equality):
+        return False
+    numeric = [not side.free_symbols for side in gold_item.args]
+    if numeric.count(True) != 1:
+        return False
+    k = numeric.index(True)
+    gold_number, gold_expression = gold_item.args[k], gold_item.args[1 - k]
+    rounding = _gold_rounding(sides[k]) or 0.0
+    for pred_expression, pred_number in (pred_item.args, pred_item.args[::-1]):
+        if pred_number.free_symbols:
+            continue
+        names = {s: sympy.Symbol(s.name) for s in gold_expression.free_symbols | pred_expression.free_symbols}
+        expression, other = gold_expression.xreplace(names), pred_expression.xreplace(names)
+        if expression.free_symbols == other.free_symbols and _agree(expression, other, 0.0):
+            return _agree(gold_number, pred_number, rounding)
+    return False
 
 
 def _gold_rounding(gold: str) -> float | None:
