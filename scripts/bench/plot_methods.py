@@ -202,7 +202,7 @@ def plot_accuracy(
     fig.text(0.5, 0.005, note, ha="center", fontsize=8, color="dimgray")
     fig.tight_layout(rect=(0, 0.02, 1, 1))
     output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=110)
+    fig.savefig(output, dpi=100)
     plt.close(fig)
 
 
