@@ -103,7 +103,7 @@ def quiet_console() -> None:
 
 DESCRIPTION = """Train a student with Verification-then-Distillation (VtD): for each prompt the student samples K
 completions and each answer is verified; the teacher is distilled into the student on a correct completion, and a
-wrong one is contrasted (DPO) with a verified-correct sequence.
+wrong one is contrasted (DPO) with the dataset's reference solution (or a correct sibling).
 
   python scripts/vtd.py --config recipes/demo_tuned.yaml      # the offline demo: tiny models, CPU, about a minute
   accelerate launch --config_file recipes/accelerate/zero3.yaml scripts/vtd.py --config recipes/qwen3_tuned.yaml
@@ -177,7 +177,8 @@ class VtDParser(TrlParser):
             for dest in dests:
                 action = actions[dest]
                 lines += _option(action.option_strings[0], _summary(action), width)
-        lines += ["", "  -h, --help    show this message and exit", "  --help-all    show every option and exit", ""]
+        lines += ["", "  -h, --help    show this message and exit", "  --help-all    show every option and exit"]
+        lines += ["  --debug       show the traceback of an error reported in one line (or set VTD_DEBUG=1)", ""]
         return "\n".join(lines)
 
     def print_help_all(self) -> None:
