@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from _report import markdown_table, write_json
 from math_verify import parse
 from math_verify import verify as math_verify
 
@@ -74,19 +75,13 @@ def main() -> None:
             row[f"{name}_seconds"] = round(sum(seconds[i] for i in picked), 3)
         rows.append(row)
 
-    lines = [
-        "| source | cases | "
-        + " | ".join(f"{name} right" for name in graders)
-        + " | "
-        + " | ".join(f"{name} s" for name in graders)
-        + " |",
-        "|---|---:|" + "---:|" * 2 * len(graders),
+    columns = [("source", lambda row: "**all**" if row["source"] == "all" else row["source"]), ("cases", "{cases}")]
+    columns += [
+        (f"{n} right", lambda row, n=n: f"{row[f'{n}_right']} ({row[f'{n}_right'] / row['cases']:.1%})")
+        for n in graders
     ]
-    for row in rows:
-        bold = "**" if row["source"] == "all" else ""
-        right = [f"{row[f'{name}_right']} ({row[f'{name}_right'] / row['cases']:.1%})" for name in graders]
-        seconds = [f"{row[f'{name}_seconds']:.2f}" for name in graders]
-        lines.append(f"| {bold}{row['source']}{bold} | {row['cases']} | " + " | ".join(right + seconds) + " |")
+    columns += [(f"{n} s", lambda row, n=n: f"{row[f'{n}_seconds']:.2f}") for n in graders]
+    lines = [markdown_table(rows, columns)]
     wrong, slow = {}, {}
     for name, (verdicts, seconds) in results.items():
         wrong[name] = [
@@ -110,9 +105,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(f"\n{len(cases)} cases from {len(sources)} graders' test suites\n\n{table}")
     if args.output:
-        Path(args.output).write_text(
-            json.dumps({"cases": len(cases), "rows": rows, "wrong": wrong, "slow": slow}, indent=2) + "\n"
-        )
+        write_json(args.output, {"cases": len(cases), "rows": rows, "wrong": wrong, "slow": slow})
         Path(args.output).with_suffix(".md").write_text(
             f"{len(cases)} cases from {len(sources)} graders' test suites (`tests/data/graders/`), "
             f"`python scripts/bench/verify_unseen.py`\n\n{table}\n"
