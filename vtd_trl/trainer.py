@@ -416,7 +416,9 @@ class VtDTrainer(GRPOTrainer):
         if args.vtd_distill_alpha == 0:
             distill = torch.zeros_like(distill)
         rows = (distill | pairs).nonzero().squeeze(-1)
-        chosen_rows = pairs.nonzero().squeeze(-1)[first_occurrence(inputs["vtd_chosen_key"][pairs])[1]]
+        # One chosen sequence per key (a sequence several pairs share is scored once), in sorted key order
+        chosen_keys, first = first_occurrence(inputs["vtd_chosen_key"][pairs])
+        chosen_rows = pairs.nonzero().squeeze(-1)[first]
         batch = Batch.build(inputs, rows, chosen_rows, self._tokenizer.pad_token_id, loss_mask=inputs.get("tool_mask"))
         batch = batch if len(batch) else batch.dummy()  # a forward still runs, so every process joins the collectives
         hidden = hidden_states(student, batch, self.accelerator.autocast)
@@ -445,7 +447,7 @@ class VtDTrainer(GRPOTrainer):
                     vocab_size=self.teacher.vocab_size,
                     num_items=1,
                 )
-            contrast_sums = self._contrast_sums(hidden, weight, batch, inputs, rows)
+            contrast_sums = self._contrast_sums(hidden, weight, batch, inputs, rows, chosen_keys)
         distill_norm, contrast_norm = self._normalizers(inputs)
         scale = self.accelerator.num_processes  # DDP averages gradients over processes
         if mode == "train":  # each micro-batch holds 1 / steps_per_generation of the generation batch
@@ -456,7 +458,7 @@ class VtDTrainer(GRPOTrainer):
         )
         return loss, torch.stack([x.detach().float() for x in (distill_sum, *contrast_sums)])
 
-    def _contrast_sums(self, hidden, weight, batch: Batch, inputs: dict, rows) -> list[torch.Tensor]:
+    def _contrast_sums(self, hidden, weight, batch: Batch, inputs: dict, rows, chosen_keys) -> list[torch.Tensor]:
         """The micro-batch's summed contrast losses, DPO margins, won pairs, pairs, chosen NLL and NLL pairs.
 
         Scored on every process, pairs or not: the log-prob kernel's backward gathers the LM head under ZeRO-3, and a
@@ -472,7 +474,7 @@ class VtDTrainer(GRPOTrainer):
         scored = torch.cat([is_pair.nonzero().squeeze(-1), torch.arange(len(rows), len(batch), device=rows.device)])
         logps = sequence_logps_from_hidden(hidden[scored], weight, batch.rows(scored))
         pair_keys = inputs["vtd_chosen_key"][pairs]
-        chosen_of_pair = torch.searchsorted(first_occurrence(pair_keys)[0], pair_keys)
+        chosen_of_pair = torch.searchsorted(chosen_keys, pair_keys)
         lengths = batch.loss_mask[scored].sum(1).to(logps.dtype).clamp(min=1.0)
         nll_mask = None
         if args.vtd_chosen_nll_source != "all":
