@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
-from .config import VtDConfig
+from .config import VtDConfig, check_teacher_source
 from .data import load_vtd_dataset
 from .demo.models import DEMO, resolve_model
 
@@ -296,14 +296,11 @@ def prepare(script_args: VtDScriptArguments, training_args: VtDConfig, model_arg
     from .trainer import VtDTrainer
 
     start = time.perf_counter()
-    # VtDConfig refuses a server and a local teacher together; none at all is only known here, where the trainer's
-    # own message would name its Python arguments instead of the flags.
+    # Before any loading: the trainer makes the same check, once the data and the first scores are done.
     server = training_args.teacher_server_base_url
-    if training_args.teacher_model_name_or_path is None and server is None:
-        raise ValueError(
-            "No teacher: set `--teacher_model_name_or_path` (a model id or path), or serve one and set "
-            "`--teacher_server_url`."
-        )
+    check_teacher_source(
+        server, training_args.teacher_model_name_or_path, "--teacher_model_name_or_path", required=True
+    )
     if model_args.model_name_or_path is None:
         raise ValueError("No student: set `--model_name_or_path` (a model id or path).")
     model_args.model_name_or_path = resolve_model(model_args.model_name_or_path)
