@@ -71,7 +71,7 @@ def test_one_completion_per_prompt_is_allowed_unlike_grpo():
     # GRPO's K >= 2 guards group statistics of its advantages; VtD routes each completion by its own verdict.
     config = make(num_generations=1, per_device_train_batch_size=3)
     assert (config.num_generations, config.generation_batch_size) == (1, 3)
-    with pytest.raises(ValueError, match="at least 2 generations"):
+    with pytest.raises(ValueError):
         GRPOConfig(output_dir="unused", report_to=[], use_cpu=True, bf16=False, num_generations=1)
     for kwargs, message in [
         ({"num_generations": 0}, r"`num_generations` must be >= 1, got 0"),
@@ -80,6 +80,46 @@ def test_one_completion_per_prompt_is_allowed_unlike_grpo():
     ]:
         with pytest.raises(ValueError, match=message):
             make(per_device_train_batch_size=4, **kwargs)
+    with pytest.raises(ValueError, match=r"one completion .*Set gradient_accumulation_steps=2"):
+        make(num_generations=1, per_device_train_batch_size=1)
+
+
+def grpo(**kwargs) -> GRPOConfig:
+    return GRPOConfig(output_dir="unused", report_to=[], use_cpu=True, bf16=False, **kwargs)
+
+
+def test_grpo_config_derives_no_field_from_k():
+    # At K = 1 VtDConfig shows GRPOConfig's checks a stand-in group (GRPO refuses K < 2 for its advantages); that is
+    # sound while GRPOConfig derives nothing from K: configs that differ in K alone agree on every other field.
+    def fields(config):
+        return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "num_generations"}
+
+    configs = [
+        grpo(per_device_train_batch_size=2, gradient_accumulation_steps=3, num_generations=k) for k in (2, 3, 6)
+    ]
+    assert fields(configs[0]) == fields(configs[1]) == fields(configs[2])
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        {"per_device_train_batch_size": 3},
+        {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 4},
+        {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 2, "steps_per_generation": 3},
+        {"per_device_train_batch_size": 2, "generation_batch_size": 10},
+    ],
+)
+def test_one_completion_per_prompt_gets_grpos_batch_and_later_checks(batch):
+    config = make(num_generations=1, **batch)
+    reference = grpo(num_generations=config.generation_batch_size, **batch)  # a K that GRPO accepts on this batch
+    assert (config.num_generations, config.num_generations_eval) == (1, None)
+    assert (config.generation_batch_size, config.steps_per_generation) == (
+        reference.generation_batch_size,
+        reference.steps_per_generation,
+    )
+    # GRPOConfig's checks after its K check run at K = 1 too.
+    with pytest.raises(ValueError, match=r"vllm_importance_sampling_clip_min \(3.0\) must be less than"):
+        make(num_generations=1, vllm_importance_sampling_clip_min=3.0, vllm_importance_sampling_clip_max=2.0, **batch)
 
 
 def test_teacher_init_kwargs_parse_from_json():

@@ -1,5 +1,6 @@
 """`VtDConfig`: every option of a VtD run, grouped teacher / route / loss / data, checked at construction."""
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -370,27 +371,48 @@ class VtDConfig(GRPOConfig):
         self._refuse_unused_grpo_options()
 
     def _grpo_post_init(self) -> None:
-        if self.num_generations is not None and self.num_generations < 1:
+        k = self.num_generations
+        if k is not None and k < 1:
             raise ValueError(
-                f"`num_generations` must be >= 1, got {self.num_generations}. It is the number K of completions "
-                "sampled per prompt."
+                f"`num_generations` must be >= 1, got {k}. It is the number K of completions sampled per prompt."
             )
+        if k == 1 and self.vllm_importance_sampling_correction:
+            raise ValueError(
+                "`vllm_importance_sampling_correction=True` with `num_generations=1`: VtD has no policy-gradient "
+                "term for the correction to act on. Set it to False."
+            )
+        # GRPO refuses K = 1: its advantages are statistics of each prompt's group. VtD's losses use none (each
+        # completion is routed by its own verdict), so at K = 1 GRPO's checks see one group a generation batch is
+        # sure to hold, and K is put back after; GRPOConfig derives no field from K (tests/test_config.py).
+        stand_in = (k, self.num_generations_eval)
+        if k == 1:
+            self.num_generations, self.num_generations_eval = self._one_group(), self.num_generations_eval or 1
         try:
             super().__post_init__()
-        except ValueError as error:
-            # GRPO refuses K = 1 because its advantages are statistics of each prompt's group. VtD's losses use none
-            # (each completion is routed by its own verdict), so one completion per prompt is allowed. That check is
-            # GRPOConfig's last but for vLLM importance sampling, which VtD does not use (no policy-gradient term).
-            k, batch = self.num_generations, self.generation_batch_size
+        except ValueError:
+            batch = self.generation_batch_size
             if batch is not None and k and batch % k:  # GRPO names a field the user may never have set
                 raise ValueError(self._group_size_message()) from None
-            if not (k == 1 and "at least 2 generations" in str(error)):
-                raise
-            if self.vllm_importance_sampling_correction:
-                raise ValueError(
-                    "`vllm_importance_sampling_correction=True` with `num_generations=1`: VtD has no policy-gradient "
-                    "term for the correction to act on. Set it to False."
-                ) from None
+            raise
+        finally:
+            self.num_generations, self.num_generations_eval = stand_in
+
+    def _one_group(self) -> int:
+        """A group size >= 2 that divides the generation batch GRPOConfig will derive (for K = 1 only)."""
+        if self.generation_batch_size is not None:
+            group = self.generation_batch_size
+        else:
+            steps = self.steps_per_generation or self.gradient_accumulation_steps
+            group = self.per_device_train_batch_size * steps
+            if group == 1:  # one completion per process: the processes' generation batch is the smallest sure group
+                group = int(os.environ.get("WORLD_SIZE", "1"))
+        if group < 2:
+            raise ValueError(
+                "`num_generations=1` with a generation batch of one completion (per_device_train_batch_size=1, one "
+                "process, gradient_accumulation_steps=1): GRPOConfig checks batches of at least 2 completions. Set "
+                "gradient_accumulation_steps=2 or per_device_train_batch_size=2."
+            )
+        return group
 
     def _group_size_message(self) -> str:
         k, batch, world = self.num_generations, self.generation_batch_size, self.world_size
