@@ -46,6 +46,11 @@ def test_every_field_has_help():
         ({"vtd_dpo_loss_type": "ipo"}, r"`vtd_dpo_loss_type` must be one of .*'length_normalized'.*got 'ipo'"),
         ({"vtd_chosen_nll_weight": -0.5}, r"`vtd_chosen_nll_weight` must be >= 0, got -0.5"),
         ({"vtd_chosen_nll_source": "reference"}, r"`vtd_chosen_nll_source` must be one of .*got 'reference'"),
+        ({"vtd_chosen_distill_weight": -1.0}, r"`vtd_chosen_distill_weight` must be >= 0, got -1.0"),
+        (
+            {"vtd_chosen_distill_weight": 0.5, "vtd_contrast_beta": 0.0},
+            r"`vtd_chosen_distill_weight=0.5` with `vtd_contrast_beta=0.0`.*set both > 0",
+        ),
         ({"vtd_chosen_nll_source": "sibling"}, r"`vtd_chosen_nll_source='sibling'` with `vtd_chosen_nll_weight=0`"),
         (
             {"vtd_chosen_nll_weight": 1.0, "vtd_contrast_beta": 0.0},

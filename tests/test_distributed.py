@@ -303,3 +303,13 @@ def test_zero3_with_trls_kernel_matches_one_process(model_dirs, tmp_path, one_pr
     result = zero3_steps(model_dirs, tmp_path, "--backend", "trl")
     assert_mode_is_active("zero3", result)
     assert_matches_one_process(result, one_process, model_dirs)
+
+
+def test_zero3_with_chosen_sequence_distillation_matches_one_process(model_dirs, tmp_path):
+    """The teacher scores the chosen sequences in the loss, a collective under ZeRO-3: the process holding only DPO
+    pairs has chosen sequences, the other none, and both must join its forward and head gather."""
+    result = zero3_steps(model_dirs, tmp_path / "two", "--chosen-distill", "0.5")
+    assert_mode_is_active("zero3", result)
+    one = train_two_steps(model_dirs, tmp_path / "one", per_device=8, vtd_chosen_distill_weight=0.5)
+    steps = [(entry["loss"], entry["grad_norm"]) for entry in one.state.log_history if "loss" in entry]
+    assert_matches_one_process(result, {"steps": steps, "student": full_state_dict(one.model)}, model_dirs)

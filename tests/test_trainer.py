@@ -562,17 +562,20 @@ def scaled_model_dirs(tmp_path_factory, tokenizer):
 
 
 @pytest.mark.parametrize(
-    ("backend", "distill_incorrect", "scaled", "nll_weight", "loss_type", "when"),
+    ("backend", "distill_incorrect", "scaled", "nll_weight", "loss_type", "when", "chosen_distill"),
     [
-        ("naive", False, False, 0.0, "sigmoid", "generation_batch"),
-        ("chunked", False, False, 0.0, "sigmoid", "generation_batch"),
-        ("chunked", False, False, 0.0, "sigmoid", "micro_batch"),
-        ("chunked", True, False, 0.0, "sigmoid", "generation_batch"),
-        ("chunked", False, True, 0.0, "sigmoid", "generation_batch"),
-        ("chunked", True, False, 0.7, "sigmoid", "generation_batch"),  # RPO: the chosen sequence's NLL
-        ("chunked", False, False, 0.0, "length_normalized", "generation_batch"),
-        ("naive", False, True, 0.7, "length_normalized", "micro_batch"),
-        ("naive", False, True, 0.0, "sigmoid", "micro_batch"),
+        ("naive", False, False, 0.0, "sigmoid", "generation_batch", 0.0),
+        ("chunked", False, False, 0.0, "sigmoid", "generation_batch", 0.0),
+        ("chunked", False, False, 0.0, "sigmoid", "micro_batch", 0.0),
+        ("chunked", True, False, 0.0, "sigmoid", "generation_batch", 0.0),
+        ("chunked", False, True, 0.0, "sigmoid", "generation_batch", 0.0),
+        ("chunked", True, False, 0.7, "sigmoid", "generation_batch", 0.0),  # RPO: the chosen sequence's NLL
+        ("chunked", False, False, 0.0, "length_normalized", "generation_batch", 0.0),
+        ("naive", False, True, 0.7, "length_normalized", "micro_batch", 0.0),
+        ("naive", False, True, 0.0, "sigmoid", "micro_batch", 0.0),
+        # The teacher's divergence on each pair's chosen sequence (teacher-forced), in the distillation term
+        ("chunked", False, False, 0.0, "sigmoid", "generation_batch", 0.6),
+        ("naive", True, True, 0.7, "sigmoid", "micro_batch", 1.5),
     ],
 )
 def test_loss_and_gradient_match_an_independent_recomputation(
@@ -586,6 +589,7 @@ def test_loss_and_gradient_match_an_independent_recomputation(
     nll_weight,
     loss_type,
     when,
+    chosen_distill,
 ):
     """The whole VtD loss of one generation batch, recomputed from plain full-logit forwards of fresh models."""
     model_dirs = scaled_model_dirs if scaled else model_dirs
@@ -603,6 +607,7 @@ def test_loss_and_gradient_match_an_independent_recomputation(
         vtd_teacher_signal=when,
         vtd_chosen_nll_weight=nll_weight,
         vtd_dpo_loss_type=loss_type,
+        vtd_chosen_distill_weight=chosen_distill,
     )
     # Move the policy away from the reference, so the DPO term is not at its log(2) starting point.
     torch.manual_seed(3)
@@ -649,6 +654,12 @@ def test_loss_and_gradient_match_an_independent_recomputation(
                 contrast_sum = contrast_sum - torch.nn.functional.logsigmoid(dpo_beta * (margin - ref_margin))
                 nlls.append(-policy_chosen / len(chosen_ids))  # mean over the chosen sequence's tokens
                 contrast_sum = contrast_sum + nll_weight * nlls[-1]
+                if chosen_distill:  # each pair distils its chosen sequence, teacher-forced
+                    chosen_full = torch.tensor([prompt_ids + chosen_ids])
+                    s = policy(input_ids=chosen_full).logits[0, len(prompt_ids) - 1 : -1].double() / temperature
+                    with torch.no_grad():
+                        t = teacher(input_ids=chosen_full).logits[0, len(prompt_ids) - 1 : -1].double() / temperature
+                    distill_sum = distill_sum + chosen_distill * generalized_jsd(s, t, distill_beta).sum()
     expected = alpha * distill_sum / num_tokens
     expected = expected + weight * contrast_sum / (len(rows) * K)
     expected.backward()

@@ -103,6 +103,11 @@ class VtDConfig(GRPOConfig):
             chosen sequence that is a correct completion of the student's own) or `"in_format"` (a sibling, or a
             reference in the student's format as `vtd_chosen_source="auto"` judges it), so that a reference in
             another format than the student's is never imitated token by token.
+        vtd_chosen_distill_weight (`float`, *optional*, defaults to `0.0`):
+            Weight `w` of the teacher's divergence on each pair's chosen sequence (the reference or a correct sibling,
+            teacher-forced: an off-policy signal that costs no generation), added to the distillation term:
+            `L_distill = (D(completions) + w * D(chosen sequences of the pairs)) / vtd_distill_normalizer`, one
+            chosen sequence per pair. Scored by the teacher in each micro-batch's loss. `0.0` adds nothing.
         vtd_distill_beta (`float`, *optional*, defaults to `0.0`):
             Interpolation of the token-level divergence: `0.0` is the forward KL(teacher || student), `1.0` the
             reverse KL(student || teacher), values in between the generalized Jensen-Shannon divergence.
@@ -285,6 +290,13 @@ class VtDConfig(GRPOConfig):
             "choices": list(CHOSEN_NLL_SOURCES),
         },
     )
+    vtd_chosen_distill_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the teacher's divergence on each pair's chosen sequence (teacher-forced), added to "
+            "the distillation term. 0.0 adds nothing."
+        },
+    )
     vtd_distill_beta: float = field(
         default=0.0,
         metadata={
@@ -436,6 +448,7 @@ class VtDConfig(GRPOConfig):
             "vtd_contrast_beta",
             "vtd_dpo_beta",
             "vtd_chosen_nll_weight",
+            "vtd_chosen_distill_weight",
         ):
             value = getattr(self, name)
             if not value >= 0.0:
@@ -478,6 +491,13 @@ class VtDConfig(GRPOConfig):
                 f"`vtd_chosen_nll_weight={self.vtd_chosen_nll_weight}` with `vtd_contrast_beta=0`: the chosen "
                 "sequences' NLL is part of the contrast term, which is then off. Set vtd_contrast_beta > 0, or "
                 "vtd_chosen_nll_weight=0.0."
+            )
+        if self.vtd_chosen_distill_weight > 0 and not (self.vtd_contrast_beta > 0 and self.vtd_distill_alpha > 0):
+            raise ValueError(
+                f"`vtd_chosen_distill_weight={self.vtd_chosen_distill_weight}` with `vtd_contrast_beta="
+                f"{self.vtd_contrast_beta}` and `vtd_distill_alpha={self.vtd_distill_alpha}`: the chosen sequences "
+                "are the DPO pairs' and the term is part of the distillation; set both > 0, or "
+                "vtd_chosen_distill_weight=0.0."
             )
         if self.vtd_chosen_nll_source != "all" and self.vtd_chosen_nll_weight == 0:
             raise ValueError(

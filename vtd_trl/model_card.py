@@ -30,6 +30,7 @@ def hyperparameters(args) -> list[tuple[str, str]]:
         ("DPO loss (`vtd_dpo_loss_type`)", args.vtd_dpo_loss_type),
         ("chosen-sequence NLL weight (`vtd_chosen_nll_weight`)", args.vtd_chosen_nll_weight),
         ("pairs with the NLL (`vtd_chosen_nll_source`)", args.vtd_chosen_nll_source),
+        ("chosen-sequence distillation weight (`vtd_chosen_distill_weight`)", args.vtd_chosen_distill_weight),
         ("divergence (`vtd_distill_beta`: 0 forward KL, 1 reverse KL)", args.vtd_distill_beta),
         ("teacher log-probs (`vtd_distill_top_k`)", args.vtd_distill_top_k or "full vocabulary"),
         ("teacher scored", "by a vLLM server" if args.teacher_server_base_url else f"locally, per {teacher_signal}"),

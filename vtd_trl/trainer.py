@@ -153,19 +153,12 @@ class VtDTrainer(GRPOTrainer):
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
         """Write `README.md` in `output_dir`: base model, teacher, dataset, VtD hyperparameters, method, citation."""
-        if not self.is_world_process_zero():
-            return
-        tags = [tags] if isinstance(tags, str) else list(tags or [])
-        card = vtd_model_card(
-            model_name=model_name or Path(self.args.output_dir).name,
-            base_model=get_config_model_id(self.model.config),
-            teacher=self.teacher.name,
-            dataset_name=dataset_name,
-            hub_model_id=getattr(self, "hub_model_id", None),
-            args=self.args,
-            tags=sorted({*tags, *self._tag_names}),
-        )
-        card.save(os.path.join(self.args.output_dir, "README.md"))
+        if self.is_world_process_zero():
+            tags = sorted({*([tags] if isinstance(tags, str) else tags or []), *self._tag_names})
+            name, base = model_name or Path(self.args.output_dir).name, get_config_model_id(self.model.config)
+            hub_id = getattr(self, "hub_model_id", None)
+            card = vtd_model_card(name, base, self.teacher.name, dataset_name, hub_id, self.args, tags)
+            card.save(os.path.join(self.args.output_dir, "README.md"))
 
     # ------------------------------------------------------------------ routing
 
@@ -338,12 +331,14 @@ class VtDTrainer(GRPOTrainer):
         shape = tuple(output["completion_ids"].shape)
         return generation_signal(self.teacher, batch, rows, shape, self._micro_batch_size, self.accelerator)
 
-    def _micro_batch_teacher_signal(self, inputs, batch: Batch, rows, is_distilled) -> dict | None:
+    def _micro_batch_teacher_signals(self, inputs, batch: Batch, rows, is_distilled, chosen: Batch) -> tuple:
         """The teacher's signal on the micro-batch's distilled rows (`[n, L, ...]`, in their order), stored at
-        generation or computed now; None when no process distils (every process agrees)."""
+        generation or computed now, and on its chosen sequences (now) when `vtd_chosen_distill_weight` asks for it;
+        each None when no process has a row of it (every process agrees)."""
+        chosen_signal = self.teacher.signal(chosen.trimmed()) if self.args.vtd_chosen_distill_weight > 0 else None
         if not self._teacher_at_generation:
-            return self.teacher.signal(batch.rows(is_distilled.nonzero().squeeze(-1)).trimmed())
-        return stored_signal(inputs, rows[is_distilled], self.accelerator)
+            return self.teacher.signal(batch.rows(is_distilled.nonzero().squeeze(-1)).trimmed()), chosen_signal
+        return stored_signal(inputs, rows[is_distilled], self.accelerator), chosen_signal
 
     @torch.no_grad()
     def _reference_logps(self, output: dict, pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -420,33 +415,23 @@ class VtDTrainer(GRPOTrainer):
         chosen_keys, first = first_occurrence(inputs["vtd_chosen_key"][pairs])
         chosen_rows = pairs.nonzero().squeeze(-1)[first]
         batch = Batch.build(inputs, rows, chosen_rows, self._tokenizer.pad_token_id, loss_mask=inputs.get("tool_mask"))
+        chosen = batch.rows(slice(len(rows), len(batch)))
         batch = batch if len(batch) else batch.dummy()  # a forward still runs, so every process joins the collectives
         hidden = hidden_states(student, batch, self.accelerator.autocast)
         is_distilled = distill[rows]
-        signal = self._micro_batch_teacher_signal(inputs, batch, rows, is_distilled)
+        signals = self._micro_batch_teacher_signals(inputs, batch, rows, is_distilled, chosen)
         lm_head = student.get_output_embeddings()
         # A dense signal needs the teacher's head, gathered (ZeRO-3, FSDP2) only when some process distils.
-        teacher_head = self.teacher.head_weight if signal is not None and "hidden" in signal else None
+        dense = any(signal is not None and "hidden" in signal for signal in signals)
+        teacher_head = self.teacher.head_weight if dense else None
         with maybe_gather_lm_head_ctx(lm_head.weight, teacher_head):
             weight = trainable_head_weight(lm_head)
             # Gathered on every process or on none (FSDP2's full_tensor is a collective), rows or not
             teacher_weight = None if teacher_head is None else full_tensor(teacher_head)
             # An exact zero that touches every trainable parameter keeps DDP's reducer complete on empty batches.
             loss = 0.0 * (hidden.sum() + weight.sum())
-            distill_sum = hidden.new_zeros(())
-            if signal is not None and is_distilled.any():
-                distill_sum = signal_distillation_loss(
-                    hidden[: len(rows)][is_distilled],
-                    weight,
-                    signal,
-                    teacher_weight,
-                    batch.loss_mask[: len(rows)][is_distilled].bool(),
-                    beta=args.vtd_distill_beta,
-                    temperature=args.vtd_distill_temperature,
-                    backend=args.vtd_distill_backend,
-                    vocab_size=self.teacher.vocab_size,
-                    num_items=1,
-                )
+            heads = (weight, teacher_weight)
+            distill_sum = self._distill_sum(hidden, heads, batch, inputs, rows, is_distilled, chosen_keys, signals)
             contrast_sums = self._contrast_sums(hidden, weight, batch, inputs, rows, chosen_keys)
         distill_norm, contrast_norm = self._normalizers(inputs)
         scale = self.accelerator.num_processes  # DDP averages gradients over processes
@@ -457,6 +442,23 @@ class VtDTrainer(GRPOTrainer):
             args.vtd_distill_alpha * distill_sum / distill_norm + args.vtd_contrast_beta * contrast_sum / contrast_norm
         )
         return loss, torch.stack([x.detach().float() for x in (distill_sum, *contrast_sums)])
+
+    def _distill_sum(self, hidden, heads, batch: Batch, inputs, rows, is_distilled, chosen_keys, signals):
+        """The micro-batch's summed divergence on its distilled completions and, weighted, its pairs' chosen ones."""
+        args, (weight, teacher_weight), (signal, chosen_signal) = self.args, heads, signals
+        options = dict(beta=args.vtd_distill_beta, temperature=args.vtd_distill_temperature, num_items=1,
+                       backend=args.vtd_distill_backend, vocab_size=self.teacher.vocab_size)  # fmt: skip
+        total = hidden.new_zeros(())
+        if signal is not None and is_distilled.any():
+            distilled, mask = hidden[: len(rows)][is_distilled], batch.loss_mask[: len(rows)][is_distilled].bool()
+            total = signal_distillation_loss(distilled, weight, signal, teacher_weight, mask, **options)
+        if chosen_signal is not None and inputs["vtd_contrast"].any():
+            of_pair = torch.searchsorted(chosen_keys, inputs["vtd_chosen_key"][inputs["vtd_contrast"]])
+            signal = {name: value[of_pair] for name, value in chosen_signal.items()}
+            index, mask = len(rows) + of_pair, batch.loss_mask[len(rows) + of_pair].bool()
+            chosen_sum = signal_distillation_loss(hidden[index], weight, signal, teacher_weight, mask, **options)
+            total = total + args.vtd_chosen_distill_weight * chosen_sum
+        return total
 
     def _contrast_sums(self, hidden, weight, batch: Batch, inputs: dict, rows, chosen_keys) -> list[torch.Tensor]:
         """The micro-batch's summed contrast losses, DPO margins, won pairs, pairs, chosen NLL and NLL pairs.
