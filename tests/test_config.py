@@ -48,6 +48,11 @@ def test_every_field_has_help():
         ({"vtd_chosen_nll_source": "reference"}, r"`vtd_chosen_nll_source` must be one of .*got 'reference'"),
         ({"vtd_chosen_distill_weight": -1.0}, r"`vtd_chosen_distill_weight` must be >= 0, got -1.0"),
         (
+            {"vtd_distill_entropy_gap": 2.0, "vtd_distill_backend": "liger"},
+            r"`vtd_distill_entropy_gap=2.0`.*`vtd_distill_backend='liger'`.*Set vtd_distill_backend='chunked'",
+        ),
+        ({"vtd_distill_entropy_gap": 2.0, "vtd_distill_top_k": 20}, r"`vtd_distill_top_k=20`.*and no top-k"),
+        (
             {"vtd_chosen_distill_weight": 0.5, "vtd_contrast_beta": 0.0},
             r"`vtd_chosen_distill_weight=0.5` with `vtd_contrast_beta=0.0`.*set both > 0",
         ),

@@ -67,6 +67,64 @@ def test_distillation_loss_matches_gkd(backend, beta, temperature):
     torch.testing.assert_close(student_weight.grad.double(), ref_grad_weight, rtol=1e-4, atol=1e-6)
 
 
+def entropy_gap_reference(inputs, beta, temperature, a):
+    """Entropy-gap token weights times each token's divergence, from fp64 logits written out here; the weights are
+    constants of the gradient."""
+    student_hidden, student_weight, teacher_hidden, teacher_weight, mask = inputs
+    student_hidden = student_hidden.detach().double().requires_grad_()
+    student_weight = student_weight.detach().double().requires_grad_()
+    log_ps = ((student_hidden @ student_weight.t())[mask] / temperature).log_softmax(-1)
+    log_pt = ((teacher_hidden.double() @ teacher_weight[:V].double().t())[mask] / temperature).log_softmax(-1)
+    ps, pt = log_ps.exp(), log_pt.exp()
+
+    def kl(log_p, log_q):
+        return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+    if beta == 0.0:
+        divergence = kl(log_pt, log_ps)
+    elif beta == 1.0:
+        divergence = kl(log_ps, log_pt)
+    else:
+        log_m = (beta * pt + (1 - beta) * ps).log()
+        divergence = beta * kl(log_pt, log_m) + (1 - beta) * kl(log_ps, log_m)
+    with torch.no_grad():
+        gap = -(ps * log_ps).sum(-1) + (pt * log_pt).sum(-1)
+        weights = 2.0 / (1.0 + torch.exp(-a * gap))
+    loss = (weights * divergence).sum()
+    loss.backward()
+    return loss.detach(), student_hidden.grad, student_weight.grad, weights
+
+
+@pytest.mark.parametrize("backend", ["naive", "chunked", "auto"])
+@pytest.mark.parametrize(("beta", "temperature", "a"), [(0.0, 1.0, 1.0), (0.5, 0.7, 3.0), (1.0, 1.0, -2.0)])
+def test_entropy_gap_weights_match_an_independent_recomputation(backend, beta, temperature, a):
+    inputs = make_inputs()
+    ref_loss, ref_grad_hidden, ref_grad_weight, weights = entropy_gap_reference(inputs, beta, temperature, a)
+    assert weights.min() < 0.9 and weights.max() > 1.1  # the weights differ from 1 on these tokens
+    student_hidden, student_weight, teacher_hidden, teacher_weight, mask = inputs
+    student_hidden = student_hidden.float().requires_grad_()
+    student_weight = student_weight.float().requires_grad_()
+    loss = distillation_loss(
+        student_hidden, student_weight, teacher_hidden.float(), teacher_weight.float(), mask,
+        beta=beta, temperature=temperature, backend=backend, num_items=1, chunk_size=3, entropy_gap=a,
+    )  # fmt: skip
+    loss.backward()
+    torch.testing.assert_close(loss.double(), ref_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(student_hidden.grad.double(), ref_grad_hidden, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(student_weight.grad.double(), ref_grad_weight, rtol=1e-4, atol=1e-6)
+
+
+def test_entropy_gap_needs_a_backend_and_signal_that_weigh_tokens():
+    inputs = make_inputs(torch.float32)
+    for backend in ("trl", "liger"):
+        with pytest.raises(ValueError, match=rf"`entropy_gap=1.0`.*got backend '{backend}'. Use backend 'chunked'"):
+            distillation_loss(*inputs, backend=backend, entropy_gap=1.0)
+    student_hidden, student_weight, _, _, mask = inputs
+    signal = {"topk_logprobs": torch.zeros(B, T, 1), "topk_ids": torch.zeros(B, T, 1, dtype=torch.long)}
+    with pytest.raises(ValueError, match=r"needs the teacher's whole distribution"):
+        losses.signal_distillation_loss(student_hidden, student_weight, signal, None, mask, entropy_gap=1.0)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_masked_positions_are_ignored(backend):
     student_hidden, student_weight, teacher_hidden, teacher_weight, mask = make_inputs(torch.float32)

@@ -562,20 +562,31 @@ def scaled_model_dirs(tmp_path_factory, tokenizer):
 
 
 @pytest.mark.parametrize(
-    ("backend", "distill_incorrect", "scaled", "nll_weight", "loss_type", "when", "chosen_distill"),
+    ("backend", "distill_incorrect", "scaled", "nll_weight", "loss_type", "when", "levers"),
     [
-        ("naive", False, False, 0.0, "sigmoid", "generation_batch", 0.0),
-        ("chunked", False, False, 0.0, "sigmoid", "generation_batch", 0.0),
-        ("chunked", False, False, 0.0, "sigmoid", "micro_batch", 0.0),
-        ("chunked", True, False, 0.0, "sigmoid", "generation_batch", 0.0),
-        ("chunked", False, True, 0.0, "sigmoid", "generation_batch", 0.0),
-        ("chunked", True, False, 0.7, "sigmoid", "generation_batch", 0.0),  # RPO: the chosen sequence's NLL
-        ("chunked", False, False, 0.0, "length_normalized", "generation_batch", 0.0),
-        ("naive", False, True, 0.7, "length_normalized", "micro_batch", 0.0),
-        ("naive", False, True, 0.0, "sigmoid", "micro_batch", 0.0),
+        ("naive", False, False, 0.0, "sigmoid", "generation_batch", {}),
+        ("chunked", False, False, 0.0, "sigmoid", "generation_batch", {}),
+        ("chunked", False, False, 0.0, "sigmoid", "micro_batch", {}),
+        ("chunked", True, False, 0.0, "sigmoid", "generation_batch", {}),
+        ("chunked", False, True, 0.0, "sigmoid", "generation_batch", {}),
+        ("chunked", True, False, 0.7, "sigmoid", "generation_batch", {}),  # RPO: the chosen sequence's NLL
+        ("chunked", False, False, 0.0, "length_normalized", "generation_batch", {}),
+        ("naive", False, True, 0.7, "length_normalized", "micro_batch", {}),
+        ("naive", False, True, 0.0, "sigmoid", "micro_batch", {}),
         # The teacher's divergence on each pair's chosen sequence (teacher-forced), in the distillation term
-        ("chunked", False, False, 0.0, "sigmoid", "generation_batch", 0.6),
-        ("naive", True, True, 0.7, "sigmoid", "micro_batch", 1.5),
+        ("chunked", False, False, 0.0, "sigmoid", "generation_batch", {"vtd_chosen_distill_weight": 0.6}),
+        ("naive", True, True, 0.7, "sigmoid", "micro_batch", {"vtd_chosen_distill_weight": 1.5}),
+        # Distilled tokens weighted by the entropy gap between student and teacher
+        ("chunked", True, False, 0.0, "sigmoid", "generation_batch", {"vtd_distill_entropy_gap": 2.0}),
+        (
+            "naive",
+            False,
+            True,
+            0.0,
+            "sigmoid",
+            "micro_batch",
+            {"vtd_distill_entropy_gap": -1.0, "vtd_chosen_distill_weight": 0.6},
+        ),
     ],
 )
 def test_loss_and_gradient_match_an_independent_recomputation(
@@ -589,7 +600,7 @@ def test_loss_and_gradient_match_an_independent_recomputation(
     nll_weight,
     loss_type,
     when,
-    chosen_distill,
+    levers,
 ):
     """The whole VtD loss of one generation batch, recomputed from plain full-logit forwards of fresh models."""
     model_dirs = scaled_model_dirs if scaled else model_dirs
@@ -607,7 +618,7 @@ def test_loss_and_gradient_match_an_independent_recomputation(
         vtd_teacher_signal=when,
         vtd_chosen_nll_weight=nll_weight,
         vtd_dpo_loss_type=loss_type,
-        vtd_chosen_distill_weight=chosen_distill,
+        **levers,
     )
     # Move the policy away from the reference, so the DPO term is not at its log(2) starting point.
     torch.manual_seed(3)
@@ -624,6 +635,13 @@ def test_loss_and_gradient_match_an_independent_recomputation(
     reference = AutoModelForCausalLM.from_pretrained(model_dirs["student"])
     teacher = AutoModelForCausalLM.from_pretrained(model_dirs["teacher"])
     distill_sum, contrast_sum, num_tokens, nlls = 0.0, 0.0, 0, []
+    chosen_distill, a = levers.get("vtd_chosen_distill_weight", 0.0), levers.get("vtd_distill_entropy_gap", 0.0)
+
+    def divergence(s, t):  # summed over tokens, each weighted by 2 sigmoid(a (H_s - H_t)) (1 when a = 0)
+        with torch.no_grad():
+            gap = torch.special.entr(s.softmax(-1)).sum(-1) - torch.special.entr(t.softmax(-1)).sum(-1)
+        return (2 * torch.sigmoid(a * gap) * generalized_jsd(s, t, distill_beta)).sum()
+
     for row in rows:
         prompt_ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True)
         prompt_ids = list(prompt_ids["input_ids"] if hasattr(prompt_ids, "keys") else prompt_ids)
@@ -640,7 +658,7 @@ def test_loss_and_gradient_match_an_independent_recomputation(
                 s = policy(input_ids=full).logits[0, len(prompt_ids) - 1 : -1].double() / temperature
                 with torch.no_grad():
                     t = teacher(input_ids=full).logits[0, len(prompt_ids) - 1 : -1].double() / temperature
-                distill_sum = distill_sum + generalized_jsd(s, t, distill_beta).sum()
+                distill_sum = distill_sum + divergence(s, t)
             if not correct:  # a DPO pair against the reference
                 # Length-normalised DPO divides each sequence's log-probs (and so its log-ratio) by its token count
                 n_c, n_r = (len(chosen_ids), len(ids)) if loss_type == "length_normalized" else (1, 1)
@@ -659,7 +677,7 @@ def test_loss_and_gradient_match_an_independent_recomputation(
                     s = policy(input_ids=chosen_full).logits[0, len(prompt_ids) - 1 : -1].double() / temperature
                     with torch.no_grad():
                         t = teacher(input_ids=chosen_full).logits[0, len(prompt_ids) - 1 : -1].double() / temperature
-                    distill_sum = distill_sum + chosen_distill * generalized_jsd(s, t, distill_beta).sum()
+                    distill_sum = distill_sum + chosen_distill * divergence(s, t)
     expected = alpha * distill_sum / num_tokens
     expected = expected + weight * contrast_sum / (len(rows) * K)
     expected.backward()

@@ -114,6 +114,12 @@ class VtDConfig(GRPOConfig):
         vtd_distill_temperature (`float`, *optional*, defaults to `1.0`):
             Temperature dividing both the teacher's and the student's logits in the distillation term. In no recipe: kept as
             in TRL's distillation trainers, for teachers whose distribution is too peaked to teach from.
+        vtd_distill_entropy_gap (`float`, *optional*, defaults to `0.0`):
+            Weighs each distilled token by `2 * sigmoid(a * (H_student - H_teacher))`, `a` this value, from the
+            entropies of both models' distributions at that token (held constant in the gradient): tokens where the
+            student is less sure than the teacher count up to twice, tokens where it is surer down to nothing.
+            `0.0` weighs every token 1. Needs the teacher's whole distribution (no `vtd_distill_top_k`) and the
+            `"chunked"` or `"naive"` backend (`"auto"` is then `"chunked"`).
         vtd_distill_backend (`str`, *optional*, defaults to `"auto"`):
             How the distillation term is computed: `"trl"` (TRL's chunked kernel, that of its `DistillationTrainer`),
             `"chunked"` (ours: chunked over tokens, gradients computed in the forward pass), `"liger"` (Liger-Kernel's
@@ -308,6 +314,13 @@ class VtDConfig(GRPOConfig):
         default=1.0,
         metadata={"help": "Temperature dividing the teacher's and the student's logits in the distillation term."},
     )
+    vtd_distill_entropy_gap: float = field(
+        default=0.0,
+        metadata={
+            "help": "a of the token weights 2 * sigmoid(a * (H_student - H_teacher)) in the distillation term; 0.0 "
+            "weighs every token 1."
+        },
+    )
     vtd_distill_backend: str = field(
         default="auto",
         metadata={
@@ -499,6 +512,15 @@ class VtDConfig(GRPOConfig):
                 "are the DPO pairs' and the term is part of the distillation; set both > 0, or "
                 "vtd_chosen_distill_weight=0.0."
             )
+        if self.vtd_distill_entropy_gap and (
+            self.vtd_distill_backend not in ("auto", "chunked", "naive") or self.vtd_distill_top_k is not None
+        ):
+            raise ValueError(
+                f"`vtd_distill_entropy_gap={self.vtd_distill_entropy_gap}` weighs tokens by the entropy of the "
+                f"teacher's whole distribution, inside the chunked or naive backend; got `vtd_distill_backend="
+                f"{self.vtd_distill_backend!r}` and `vtd_distill_top_k={self.vtd_distill_top_k}`. Set "
+                "vtd_distill_backend='chunked' and no top-k, or vtd_distill_entropy_gap=0.0."
+            )
         if self.vtd_chosen_nll_source != "all" and self.vtd_chosen_nll_weight == 0:
             raise ValueError(
                 f"`vtd_chosen_nll_source={self.vtd_chosen_nll_source!r}` with `vtd_chosen_nll_weight=0`: there is no "
@@ -537,6 +559,15 @@ class VtDConfig(GRPOConfig):
         if self.teacher_server_host:
             return f"http://{self.teacher_server_host}:{self.teacher_server_port}"
         return None
+
+    def distill_options(self) -> dict:
+        """The options of the distillation term, as `vtd_trl.losses.signal_distillation_loss` takes them."""
+        return dict(
+            beta=self.vtd_distill_beta,
+            temperature=self.vtd_distill_temperature,
+            backend=self.vtd_distill_backend,
+            entropy_gap=self.vtd_distill_entropy_gap,
+        )
 
     def _check_teacher_options(self) -> None:
         if self.vtd_distill_top_k is not None and self.vtd_distill_top_k < 1:

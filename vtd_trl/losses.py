@@ -112,6 +112,7 @@ def distillation_loss(
     backend: str = "auto",
     num_items: torch.Tensor | int | None = None,
     chunk_size: int | None = None,
+    entropy_gap: float = 0.0,
 ) -> torch.Tensor:
     """Sum over masked tokens of `JSD_beta(p_teacher, p_student)`, divided by `num_items`.
 
@@ -128,11 +129,20 @@ def distillation_loss(
         backend: `"trl"`, `"chunked"`, `"liger"`, `"naive"` or `"auto"` (see `resolve_backend`).
         num_items: the normaliser; `None` means `mask.sum()`.
         chunk_size: tokens per chunk for `chunked` (default: `chunk_tokens(tokens, vocab)`).
+        entropy_gap: `a` of the token weights `2 * sigmoid(a * (H_student - H_teacher))`, the entropies of both
+            tempered distributions at that token, held constant in the gradient: a token where the student is less
+            sure than the teacher weighs up to 2, one where it is surer down to 0; `0.0` weighs every token 1.
+            `naive` and `chunked` only (`auto` is then `chunked`).
 
     Returns:
         A scalar. With an empty mask it is an exact zero that still depends on `student_hidden` (zero gradient).
     """
     _check_divergence_options(beta, temperature)
+    if entropy_gap and backend not in ("auto", "naive", "chunked"):
+        raise ValueError(
+            f"`entropy_gap={entropy_gap}` weighs tokens inside the 'naive' and 'chunked' backends only, got backend "
+            f"{backend!r}. Use backend 'chunked'."
+        )
     mask = mask.bool()
     if mask.shape != student_hidden.shape[:-1] or mask.shape != teacher_hidden.shape[:-1]:
         raise ValueError(
@@ -148,12 +158,12 @@ def distillation_loss(
     # Under mixed precision the heads are fp32 masters while the hidden states are bf16: project in the hidden
     # states' dtype, as autocast would (the cast is differentiable, so the fp32 master still gets its gradient).
     w_s, w_t = _cut(student_weight, vocab).to(h_s.dtype), _cut(teacher_weight, vocab).to(h_t.dtype)
-    backend = resolve_backend(backend, h_s.device)
+    backend = "chunked" if entropy_gap and backend == "auto" else resolve_backend(backend, h_s.device)
     if backend == "naive":
-        total = _naive_divergence(h_s, w_s, h_t, w_t, beta, temperature)
+        total = _naive_divergence(h_s, w_s, h_t, w_t, beta, temperature, entropy_gap)
     elif backend == "chunked":
         chunk_size = chunk_size or chunk_tokens(h_s.shape[0], vocab)
-        total = _ChunkedDivergence.apply(h_s, w_s, h_t, w_t, beta, temperature, chunk_size)
+        total = _ChunkedDivergence.apply(h_s, w_s, h_t, w_t, beta, temperature, chunk_size, entropy_gap)
     elif backend == "trl":
         heads_status = [getattr(weight, "ds_status", None) for weight in (student_weight, teacher_weight)]
         total = _TRLDivergence.apply(h_s, w_s, h_t, w_t, beta, temperature, heads_status)
@@ -179,6 +189,7 @@ def signal_distillation_loss(
     backend: str = "auto",
     vocab_size: int | None = None,
     num_items: torch.Tensor | int | None = None,
+    entropy_gap: float = 0.0,
 ) -> torch.Tensor:
     """`distillation_loss` or `sparse_distillation_loss` of `[n, L, H]` student hidden states against a teacher's
     stored signal (`vtd_trl.teachers`): its `hidden` states (with `teacher_weight`, the teacher's LM head) or its
@@ -189,8 +200,17 @@ def signal_distillation_loss(
     if "hidden" in signal:
         teacher_hidden = signal["hidden"][:, :width]
         return distillation_loss(
-            hidden, student_weight, teacher_hidden, teacher_weight, mask, backend=backend, **options
+            hidden,
+            student_weight,
+            teacher_hidden,
+            teacher_weight,
+            mask,
+            backend=backend,
+            entropy_gap=entropy_gap,
+            **options,
         )
+    if entropy_gap:
+        raise ValueError(f"`entropy_gap={entropy_gap}` needs the teacher's whole distribution, not its top-k.")
     vocab = min(student_weight.shape[0], vocab_size or student_weight.shape[0])
     logprobs, ids = signal["topk_logprobs"][:, :width], signal["topk_ids"][:, :width]
     return sparse_distillation_loss(hidden, student_weight, logprobs, ids, mask, vocab_size=vocab, **options)
@@ -223,11 +243,25 @@ def _jsd(log_ps, ps, log_pt, pt, beta: float):
     return beta * kl_teacher + (1.0 - beta) * kl_student, log_m, kl_student
 
 
-def _naive_divergence(h_s, w_s, h_t, w_t, beta, temperature):
+def _naive_divergence(h_s, w_s, h_t, w_t, beta, temperature, entropy_gap=0.0):
     # The plain formula on full logits, through autograd: the reference the fused backends are tested against.
     student_logits = (h_s @ w_s.t()).float() / temperature
-    teacher_logits = (h_t @ w_t.t()).float() / temperature
-    return generalized_jsd(student_logits, teacher_logits.detach(), beta).sum()
+    teacher_logits = (h_t @ w_t.t()).float().detach() / temperature
+    divergence = generalized_jsd(student_logits, teacher_logits, beta)
+    if entropy_gap:
+        divergence = divergence * entropy_gap_weights(student_logits.detach(), teacher_logits, entropy_gap)
+    return divergence.sum()
+
+
+def entropy_gap_weights(student_logits: torch.Tensor, teacher_logits: torch.Tensor, a: float) -> torch.Tensor:
+    """Per-row token weights `2 * sigmoid(a * (H(softmax(student)) - H(softmax(teacher))))` of `[N, V]` logits."""
+    return 2.0 * torch.sigmoid(
+        a * (_entropy(student_logits.log_softmax(-1)) - _entropy(teacher_logits.log_softmax(-1)))
+    )
+
+
+def _entropy(log_p: torch.Tensor) -> torch.Tensor:
+    return -(log_p.exp() * log_p).sum(-1)
 
 
 def _low_precision_cuda(x: torch.Tensor) -> bool:
@@ -264,7 +298,7 @@ class _GradsInForward(torch.autograd.Function):
         h_dtype, w_dtype = ctx.dtypes
         grad_h = None if grad_h is None else (grad_h * grad_output).to(h_dtype)
         grad_w = None if grad_w is None else (grad_w * grad_output).to(w_dtype)
-        return grad_h, grad_w, None, None, None, None, None
+        return grad_h, grad_w, *[None] * (len(ctx.needs_input_grad) - 2)
 
 
 def _chunked_with_grads(ctx, h_s, w_s, temperature, chunk_size, loss_and_grad) -> torch.Tensor:
@@ -302,9 +336,13 @@ class _ChunkedDivergence(_GradsInForward):
     """
 
     @staticmethod
-    def forward(ctx, h_s, w_s, h_t, w_t, beta, temperature, chunk_size):
+    def forward(ctx, h_s, w_s, h_t, w_t, beta, temperature, chunk_size, entropy_gap=0.0):
         def loss_and_grad(chunk, zs):
-            loss, grad = _divergence_and_grad(zs, _project(h_t[chunk], w_t).div_(temperature), beta)
+            zt = _project(h_t[chunk], w_t).div_(temperature)
+            loss, grad = _divergence_and_grad(zs, zt, beta)
+            if entropy_gap:  # constant weights: d (w * D) / d zs = w * d D / d zs
+                weights = entropy_gap_weights(zs, zt, entropy_gap)
+                loss, grad = loss * weights, grad.mul_(weights.unsqueeze(-1))
             return loss.sum(), grad
 
         return _chunked_with_grads(ctx, h_s, w_s, temperature, chunk_size, loss_and_grad)

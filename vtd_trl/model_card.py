@@ -32,6 +32,7 @@ def hyperparameters(args) -> list[tuple[str, str]]:
         ("pairs with the NLL (`vtd_chosen_nll_source`)", args.vtd_chosen_nll_source),
         ("chosen-sequence distillation weight (`vtd_chosen_distill_weight`)", args.vtd_chosen_distill_weight),
         ("divergence (`vtd_distill_beta`: 0 forward KL, 1 reverse KL)", args.vtd_distill_beta),
+        ("token weights' entropy gap (`vtd_distill_entropy_gap`)", args.vtd_distill_entropy_gap),
         ("teacher log-probs (`vtd_distill_top_k`)", args.vtd_distill_top_k or "full vocabulary"),
         ("teacher scored", "by a vLLM server" if args.teacher_server_base_url else f"locally, per {teacher_signal}"),
         ("distillation temperature", args.vtd_distill_temperature),

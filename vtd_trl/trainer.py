@@ -446,8 +446,7 @@ class VtDTrainer(GRPOTrainer):
     def _distill_sum(self, hidden, heads, batch: Batch, inputs, rows, is_distilled, chosen_keys, signals):
         """The micro-batch's summed divergence on its distilled completions and, weighted, its pairs' chosen ones."""
         args, (weight, teacher_weight), (signal, chosen_signal) = self.args, heads, signals
-        options = dict(beta=args.vtd_distill_beta, temperature=args.vtd_distill_temperature, num_items=1,
-                       backend=args.vtd_distill_backend, vocab_size=self.teacher.vocab_size)  # fmt: skip
+        options = dict(args.distill_options(), num_items=1, vocab_size=self.teacher.vocab_size)
         total = hidden.new_zeros(())
         if signal is not None and is_distilled.any():
             distilled, mask = hidden[: len(rows)][is_distilled], batch.loss_mask[: len(rows)][is_distilled].bool()
