@@ -313,3 +313,15 @@ def test_zero3_with_chosen_sequence_distillation_matches_one_process(model_dirs,
     one = train_two_steps(model_dirs, tmp_path / "one", per_device=8, vtd_chosen_distill_weight=0.5)
     steps = [(entry["loss"], entry["grad_norm"]) for entry in one.state.log_history if "loss" in entry]
     assert_matches_one_process(result, {"steps": steps, "student": full_state_dict(one.model)}, model_dirs)
+
+
+def test_zero3_teacher_generation_for_chosen_sequences_matches_one_process(model_dirs, tmp_path):
+    """The teacher generates for the prompts without a correct sibling, all on one process: the other joins the
+    gathered generation with a dummy prompt, and the run matches one process."""
+    result = zero3_steps(model_dirs, tmp_path / "two", "--teacher-generation")
+    assert_mode_is_active("zero3", result)
+    one = train_two_steps(
+        model_dirs, tmp_path / "one", per_device=8, vtd_chosen_source="sibling", vtd_chosen_teacher_generation=True
+    )
+    steps = [(entry["loss"], entry["grad_norm"]) for entry in one.state.log_history if "loss" in entry]
+    assert_matches_one_process(result, {"steps": steps, "student": full_state_dict(one.model)}, model_dirs)

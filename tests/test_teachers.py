@@ -304,3 +304,31 @@ def test_local_teacher_runs_once_for_all_iterations_on_a_generation_batch(model_
     trainer.teacher.signal = lambda batch: seen.append(len(batch)) or original(batch)
     trainer.train()
     assert len(seen) == calls and all(n == 4 for n in seen)  # the 4 correct completions, each time
+
+
+def test_local_teacher_generates_greedily_to_the_first_eos(model_dirs, tokenizer):
+    """`LocalTeacher.generate` on left-padded prompts against a greedy loop written here, one prompt at a time."""
+    from accelerate import Accelerator
+
+    from vtd_trl.teachers import LocalTeacher
+
+    model = AutoModelForCausalLM.from_pretrained(model_dirs["teacher"]).eval()
+    teacher = LocalTeacher(model, Accelerator(cpu=True))
+    prompts = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in ("What is 12+5?", "7+1?")]
+    width = max(map(len, prompts))
+    pad = tokenizer.pad_token_id
+    prompt_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    prompt_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    # An EOS set holding each prompt's first greedy token ends that prompt's completion right there.
+    first = [int(model(torch.tensor([p])).logits[0, -1].argmax()) for p in prompts]
+    for eos in ([tokenizer.eos_token_id], [tokenizer.eos_token_id, first[1]]):
+        generated = teacher.generate(prompt_ids, prompt_mask, 6, eos, pad)
+        for prompt, ids in zip(prompts, generated):
+            expected, sequence = [], list(prompt)
+            with torch.no_grad():
+                while len(expected) < 6 and not (expected and expected[-1] in eos):
+                    expected.append(int(model(torch.tensor([sequence])).logits[0, -1].argmax()))
+                    sequence.append(expected[-1])
+            assert ids == expected
+    assert generated[1] == [first[1]]  # stopped at the extra EOS
+    assert teacher.generate(prompt_ids[:0], prompt_mask[:0], 6, eos, pad) == []

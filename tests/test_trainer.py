@@ -252,6 +252,49 @@ def test_sibling_then_reference_falls_back_to_the_reference(model_dirs, tmp_path
     assert last_metrics(trainer)["vtd/no_chosen_fraction"] == (0.0 if has_reference else 0.5)
 
 
+@pytest.mark.parametrize("teacher_is_right", [True, False])
+def test_teacher_generation_is_the_chosen_sequence_where_nothing_else_is(
+    model_dirs, tmp_path, tokenizer, monkeypatch, teacher_is_right
+):
+    rows = arithmetic_rows(2)
+    trainer = make_trainer(
+        model_dirs,
+        tmp_path,
+        rows=rows,
+        completions=first_prompt_all_wrong,
+        vtd_chosen_source="sibling",
+        vtd_chosen_teacher_generation=True,
+        vtd_chosen_nll_weight=1.0,
+        vtd_chosen_nll_source="in_format",
+    )
+    calls = []
+
+    def generate(prompt_ids, prompt_mask, max_new_tokens, eos_token_ids, pad_id):
+        calls.append((tokenizer.batch_decode(prompt_ids, skip_special_tokens=True), max_new_tokens))
+        a, b = operands(calls[-1][0][0].split("user")[-1])
+        answer = a + b if teacher_is_right else a + b + 1
+        return [
+            tokenizer(f"{a}+{b}={answer}. \\boxed{{{answer}}}", add_special_tokens=False)["input_ids"]
+            + [eos_token_ids[0]]
+        ]
+
+    monkeypatch.setattr(trainer.teacher, "generate", generate)
+    out = generation_batch(trainer, rows)
+    # Only the first prompt has no correct sibling: one generation, for it alone, up to the chosen sequences' length
+    assert len(calls) == 1 and len(calls[0][0]) == 1 and "What is 10+3?" in calls[0][0][0] and calls[0][1] == 64
+    assert out["vtd_contrast"].tolist() == [teacher_is_right] * K + [False, True, False, True]
+    if teacher_is_right:
+        for i in range(K):
+            chosen = out["vtd_chosen_ids"][i][out["vtd_chosen_mask"][i].bool()]
+            assert tokenizer.decode(chosen) == "10+3=13. \\boxed{13}<|im_end|>"
+        assert out["vtd_chosen_key"][:K].tolist() == [2 * 2 * K + 0] * K  # after every sibling's key
+        assert not out["vtd_chosen_is_sibling"][:K].any() and out["vtd_chosen_in_format"][:K].all()
+    assert out["vtd_chosen_is_sibling"][[K + 1, K + 3]].all()
+    assert last_metrics(trainer)["vtd/no_chosen_fraction"] == (0.0 if teacher_is_right else 0.5)
+    loss = trainer.compute_loss(trainer.model, out)
+    assert torch.isfinite(loss) and loss.item() > 0
+
+
 def think_reference(row: dict) -> dict:
     """The row with its reference written in the student's thinking format, with its own think block."""
     a, b = operands(row["prompt"][0]["content"])

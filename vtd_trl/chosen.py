@@ -8,6 +8,7 @@ from accelerate.utils import gather_object
 from trl.data_utils import is_conversational
 
 from .config import VtDConfig
+from .verify import verify
 
 # For each `vtd_chosen_source`, where a chosen sequence is looked for, in order ("auto" chooses per prompt)
 ORDERS = {
@@ -33,18 +34,24 @@ class ChosenSequences:
             `vtd_drop_truncated_chosen`).
         max_length: the most tokens of a chosen sequence.
         template_kwargs: `tools`, `chat_template` and the chat-template kwargs completions are sampled with.
+        teacher: a `vtd_trl.teachers.LocalTeacher`, whose verified greedy completion is the chosen sequence of a pair
+            that found none, with `vtd_chosen_teacher_generation`.
     """
 
-    def __init__(self, tokenizer, eos_token_ids, args: VtDConfig, max_length: int, template_kwargs: dict):
+    def __init__(
+        self, tokenizer, eos_token_ids, args: VtDConfig, max_length: int, template_kwargs: dict, teacher=None
+    ):
         self.tokenizer, self.eos_token_ids, self.args = tokenizer, eos_token_ids, args
         self.max_length, self.template_kwargs = max_length, template_kwargs
+        self.teacher = teacher if args.vtd_chosen_teacher_generation else None
         self._warned_template = False
 
     def find(self, inputs, output, all_rewards, contrast, group_size, offset):
         """Per row of this process: the chosen completion ids (None when it has none), a key naming that sequence
-        (a reference's is its group, a sibling's comes after every group's), whether the chosen sequence found ends
-        without EOS (kept, or dropped with `vtd_drop_truncated_chosen`), and whether it is in the student's format
-        (a sibling, or a reference for which `in_format` holds)."""
+        (a reference's is its group, a sibling's comes after every group's, a teacher generation's after every
+        sibling's), whether the chosen sequence found ends without EOS (kept, or dropped with
+        `vtd_drop_truncated_chosen`), and whether it is in the student's format (a sibling, a teacher generation, or a
+        reference for which `in_format` holds)."""
         source = self.args.vtd_chosen_source
         # Every process joins the gather, whatever its own rows need
         siblings = None if source == "reference" else _gathered_completions(output)
@@ -79,7 +86,33 @@ class ChosenSequences:
             keys.append(key)
             cut.append(is_cut)
             formats.append(ids is not None and (key >= len(all_rewards) or in_format(row, group)))
+        if self.teacher is not None:  # every process joins the teacher's generation, whatever its rows need
+            lacking = [i for i, ids in enumerate(chosen) if contrast[i] and ids is None]
+            for i, (ids, key, is_cut) in self._teacher_generations(
+                inputs, output, lacking, group_size, offset
+            ).items():
+                chosen[i], keys[i], cut[i], formats[i] = ids, 2 * len(all_rewards) + key, is_cut, True
         return chosen, keys, cut, formats
+
+    def _teacher_generations(self, inputs, output, rows: list[int], group_size: int, offset: int) -> dict:
+        """For the `rows` of this process that found no chosen sequence: the teacher's greedy completion of their
+        prompt (one per prompt) where it verifies against the gold answer, as {row: (ids, group, cut)}."""
+        first_row = {}
+        for i in rows:
+            first_row.setdefault((offset + i) // group_size, i)
+        index = torch.tensor(list(first_row.values()), dtype=torch.long, device=output["prompt_ids"].device)
+        generated = self.teacher.generate(
+            output["prompt_ids"][index], output["prompt_mask"][index], self.max_length, self.eos_token_ids,
+            self.tokenizer.pad_token_id,
+        )  # fmt: skip
+        verified = {}
+        for (group, i), ids in zip(first_row.items(), generated):
+            is_cut = not ids or ids[-1] not in self.eos_token_ids
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            if ids and not (is_cut and self.args.vtd_drop_truncated_chosen):
+                if verify(text, inputs[i].get(self.args.vtd_answer_column)):
+                    verified[group] = (ids, group, is_cut)
+        return {i: verified[(offset + i) // group_size] for i in rows if (offset + i) // group_size in verified}
 
     # Each finder returns (ids or None, key, cut): cut is None when it found no candidate at all.
 

@@ -159,6 +159,11 @@ class VtDConfig(GRPOConfig):
             Maximum number of tokens of a chosen sequence (after the prompt); longer ones are truncated. Defaults to
             `max_completion_length`. For references longer than the student's completions may be; on the demo, 96
             tokens (no terse reference cut) measured no gain over 64 (docs/benchmarks.md).
+        vtd_chosen_teacher_generation (`bool`, *optional*, defaults to `False`):
+            Whether a pair that finds no chosen sequence where `vtd_chosen_source` looks (no reference, no correct
+            sibling) takes the teacher's greedy completion of its prompt (up to `vtd_max_reference_length` tokens),
+            when that verifies against the gold answer: the published chosen priority ends with it. One generation
+            per such prompt and process, a collective under ZeRO-3 and FSDP2; a local teacher only.
         vtd_drop_truncated_chosen (`bool`, *optional*, defaults to `False`):
             Whether a chosen sequence that does not end in EOS (a reference cut by `vtd_max_reference_length`, or a
             sibling cut by `max_completion_length`) is dropped: the pair then falls back to a sibling when
@@ -380,6 +385,13 @@ class VtDConfig(GRPOConfig):
             "Defaults to `max_completion_length`."
         },
     )
+    vtd_chosen_teacher_generation: bool = field(
+        default=False,
+        metadata={
+            "help": "Whether a pair that finds no chosen sequence takes the local teacher's greedy completion of its "
+            "prompt, when that verifies against the gold answer."
+        },
+    )
     vtd_drop_truncated_chosen: bool = field(
         default=False,
         metadata={
@@ -520,6 +532,12 @@ class VtDConfig(GRPOConfig):
                 f"teacher's whole distribution, inside the chunked or naive backend; got `vtd_distill_backend="
                 f"{self.vtd_distill_backend!r}` and `vtd_distill_top_k={self.vtd_distill_top_k}`. Set "
                 "vtd_distill_backend='chunked' and no top-k, or vtd_distill_entropy_gap=0.0."
+            )
+        if self.vtd_chosen_teacher_generation and (self.teacher_server_base_url or self.vtd_contrast_beta == 0):
+            raise ValueError(
+                "`vtd_chosen_teacher_generation=True` generates with the local teacher the chosen sequences of DPO "
+                f"pairs; got `teacher_server_url={self.teacher_server_base_url}` and `vtd_contrast_beta="
+                f"{self.vtd_contrast_beta}`. Use a local teacher and vtd_contrast_beta > 0, or set it to False."
             )
         if self.vtd_chosen_nll_source != "all" and self.vtd_chosen_nll_weight == 0:
             raise ValueError(

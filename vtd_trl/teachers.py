@@ -18,6 +18,7 @@ import torch
 from accelerate import Accelerator
 from requests.adapters import HTTPAdapter
 from trl.generation.vllm_client import VLLMClient
+from trl.models.utils import unwrap_model_for_generation
 from trl.trainer.utils import get_config_model_id, maybe_gather_lm_head_ctx
 from urllib3.util.retry import Retry
 
@@ -88,6 +89,29 @@ class LocalTeacher(Teacher):
             weight = full_tensor(self.head_weight)
             logprobs, ids = topk_logprobs(hidden, weight[: self.vocab_size], self.top_k, temperature=self.temperature)
         return {"topk_logprobs": logprobs, "topk_ids": ids.int()}
+
+    @torch.no_grad()
+    def generate(
+        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, eos_token_ids, pad_id
+    ):
+        """The teacher's greedy completion of each left-padded prompt, as token ids ending at the first EOS (or cut at
+        `max_new_tokens`). A collective under ZeRO-3 and FSDP2: every process calls it, with prompts or none."""
+        if not max_over_processes(self.accelerator, len(prompt_ids)):
+            return []
+        rows = len(prompt_ids)
+        if rows == 0:  # one dummy prompt, so that this process joins the others' gathers
+            prompt_ids = torch.full((1, 1), pad_id, dtype=torch.long, device=self.accelerator.device)
+            prompt_mask = torch.ones_like(prompt_ids)
+        with unwrap_model_for_generation(self.model, self.accelerator) as unwrapped:
+            out = unwrapped.generate(
+                input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens, do_sample=False,
+                eos_token_id=list(eos_token_ids), pad_token_id=pad_id,
+            )  # fmt: skip
+        completions = []
+        for ids in out[:rows, prompt_ids.shape[1] :].tolist():
+            end = next((k for k, token in enumerate(ids) if token in eos_token_ids), None)
+            completions.append(ids if end is None else ids[: end + 1])
+        return completions
 
 
 @torch.no_grad()

@@ -148,7 +148,7 @@ class VtDTrainer(GRPOTrainer):
             tools=self.tools or None, chat_template=self.chat_template, chat_template_kwargs=self.chat_template_kwargs
         )
         max_chosen = args.vtd_max_reference_length or self.max_completion_length
-        self.chosen = ChosenSequences(self._tokenizer, self.eos_token_ids, args, max_chosen, template)
+        self.chosen = ChosenSequences(self._tokenizer, self.eos_token_ids, args, max_chosen, template, self.teacher)
         self._teacher_pool = ThreadPoolExecutor(max_workers=1) if server is not None else None
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
@@ -286,7 +286,8 @@ class VtDTrainer(GRPOTrainer):
             chosen_ids, self._tokenizer.pad_token_id, device
         )
         output["vtd_chosen_key"] = torch.tensor(keys, device=device) * pairs - (~pairs).long()
-        output["vtd_chosen_is_sibling"] = output["vtd_chosen_key"] >= len(all_rewards)  # a sibling's key
+        key, n = output["vtd_chosen_key"], len(all_rewards)
+        output["vtd_chosen_is_sibling"] = (key >= n) & (key < 2 * n)  # a sibling's key (a teacher's comes after)
         output["vtd_chosen_in_format"] = pairs & torch.tensor(in_format, dtype=torch.bool, device=device)
         return pairs, has_chosen, contrast & torch.tensor(cut, dtype=torch.bool, device=device)
 

@@ -2,14 +2,15 @@
 
     accelerate launch --config_file recipes/accelerate/cpu/zero3.yaml tests/scripts/sharded_steps.py MODELS OUT \
         [--head-unit] [--teacher-server URL TOP_K | --top-k TOP_K] [--backend NAME] [--chosen-distill W]
-        [--demo DEMO_ARGS...]
+        [--teacher-generation] [--demo DEMO_ARGS...]
 
 Two optimizer steps on a fixed split rollout; rank 0 saves (OUT/result.pt) the loss and grad-norm of each step, how
 each model is sharded, and the whole trained student, teacher and DPO reference; the student is also saved with
 `save_model` (OUT/saved). `--head-unit` (FSDP2) repeats the run with every Linear, the LM head too, its own FSDP
 unit. `--teacher-server` trains with that server as the teacher instead (top-k log-probs), `--top-k` with the local
 teacher's top-k log-probs, `--backend` with that distillation backend, `--chosen-distill` with that
-`vtd_chosen_distill_weight`. `--demo` then runs scripts/vtd.py with the arguments that follow, in the same processes.
+`vtd_chosen_distill_weight`, `--teacher-generation` with siblings as chosen sequences and the teacher's generation
+where a prompt has none. `--demo` then runs scripts/vtd.py with the arguments that follow, in the same processes.
 
 Under DeepSpeed, its shared-memory communication op is turned off: DeepSpeed JIT-compiles it when its process group
 starts on CPU (70 s on 2 cores the first time, then cached in ~/.cache/torch_extensions), though only its inference
@@ -82,6 +83,8 @@ if __name__ == "__main__":
         overrides = {"vtd_distill_top_k": int(options[options.index("--top-k") + 1])}
     if "--backend" in options:
         overrides["vtd_distill_backend"] = options[options.index("--backend") + 1]
+    if "--teacher-generation" in options:
+        overrides.update(vtd_chosen_source="sibling", vtd_chosen_teacher_generation=True)
     if "--chosen-distill" in options:
         overrides["vtd_chosen_distill_weight"] = float(options[options.index("--chosen-distill") + 1])
     result = run(model_dirs, out, **overrides)
