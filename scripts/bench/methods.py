@@ -7,13 +7,16 @@ and temperature, the same learning-rate grid, and the same seeds. The student is
 
 - `vtd_*`: `VtDTrainer` with the options in the method's name (`k` = completions per prompt, so `completions / k`
   prompts per step; `cw` = contrast weight `vtd_contrast_beta`; `di` = `vtd_distill_incorrect`; `rkl` = reverse KL;
-  `sibling` = a correct completion of the same prompt as the chosen sequence instead of the reference; `sibref` =
-  a correct sibling when the prompt has one, else the reference; `nll<w>` = the chosen sequence's per-token NLL
-  with weight w in each pair, `vtd_chosen_nll_weight` (`sibnll<w>`: only where the chosen is a sibling);
-  `ln_b<b>` = length-normalised DPO with DPO beta b; `auto` = the reference first when it is in the student's
-  format, else a sibling first; `fmtnll<w>` = the NLL only on chosen sequences in the student's format; `a<w>` =
-  distillation weight `vtd_distill_alpha`; `ref<n>` = chosen sequences up to n tokens, `vtd_max_reference_length`;
-  `dpob<b>` = DPO beta b);
+  `jsd` = the generalised JSD with beta 0.5; `sibling` = a correct completion of the same prompt as the chosen
+  sequence instead of the reference; `sibref` = a correct sibling when the prompt has one, else the reference;
+  `nll<w>` = the chosen sequence's per-token NLL with weight w in each pair, `vtd_chosen_nll_weight` (`sibnll<w>`:
+  only where the chosen is a sibling); `ln_b<b>` = length-normalised DPO with DPO beta b; `auto` = the reference first
+  when it is in the student's format, else a sibling first; `fmtnll<w>` = the NLL only on chosen sequences in the
+  student's format; `a<w>` = distillation weight `vtd_distill_alpha`; `ref<n>` = chosen sequences up to n tokens,
+  `vtd_max_reference_length`; `dpob<b>` = DPO beta b; `cd<w>` = the teacher's divergence on each pair's chosen
+  sequence with weight w, `vtd_chosen_distill_weight`; `eg<a>` = distilled tokens weighted by 2 sigmoid(a (H_student -
+  H_teacher)), `vtd_distill_entropy_gap`; `tg` = the teacher's verified greedy generation as the chosen sequence where
+  no correct sibling is, `vtd_chosen_teacher_generation`);
   `vtd_seed` is the method as published (K=8, alpha 5, contrast weight 0.1), `vtd_seed_literal` the same with each
   term divided by its own count (distilled tokens, DPO pairs);
 - `kd_forward`, `kd_reverse`: TRL's `DistillationTrainer` (on-policy distillation, one completion per prompt, so
@@ -171,6 +174,25 @@ METHODS = {
     "vtd_k2_di_cw3_a2": vtd(2, 3.0, di=True, vtd_distill_alpha=2.0),
     "vtd_k2_di_cw3_a10": vtd(2, 3.0, di=True, vtd_distill_alpha=10.0),
     "vtd_k2_di_cw3_dpob0.5": vtd(2, 3.0, di=True, vtd_dpo_beta=0.5),
+    # Levers for a strong teacher: the teacher's divergence on each pair's chosen sequence (teacher-forced), on the
+    # tuned set (chosen: a correct sibling, else the reference) and with the reference as every pair's chosen sequence
+    "vtd_k2_di_cw3_sibref_sibnll1_cd1": vtd(2, 3.0, di=True, **TUNED_CONTRAST, vtd_chosen_distill_weight=1.0),
+    "vtd_k2_di_cw3_cd1": vtd(2, 3.0, di=True, vtd_chosen_distill_weight=1.0),
+    # and the distilled tokens weighted by the student-teacher entropy gap, 2 sigmoid(2 (H_student - H_teacher))
+    "vtd_k2_di_cw3_sibref_sibnll1_eg2": vtd(2, 3.0, di=True, **TUNED_CONTRAST, vtd_distill_entropy_gap=2.0),
+    # and the generalised JSD (beta 0.5, GKD's default) instead of the forward KL
+    "vtd_k2_di_cw3_sibref_sibnll1_jsd": vtd(2, 3.0, di=True, **TUNED_CONTRAST, vtd_distill_beta=0.5),
+    # and the teacher's verified greedy generation as the chosen sequence instead of the reference (after a sibling),
+    # with the NLL of both kinds of chosen sequences (in the student's format)
+    "vtd_k2_di_cw3_sibling_tg_fmtnll1": vtd(
+        2,
+        3.0,
+        di=True,
+        chosen="sibling",
+        vtd_chosen_teacher_generation=True,
+        vtd_chosen_nll_weight=1.0,
+        vtd_chosen_nll_source="in_format",
+    ),
     # Ablations of the published setup: each half of VtD alone, and the literal per-term normalisers
     "vtd_k8_cw0": vtd(8, 0.0),
     "vtd_k8_di_cw0": vtd(8, 0.0, di=True),
